@@ -1,0 +1,666 @@
+// Stack config -> Settings. Every key, default, rule and error message lives here; nothing else reads
+// pulumi.Config. The parsing is pure (raw strings in, Settings or a list of errors out) so that it is tested
+// without mocks; `loadSettings` is the thin Pulumi-facing wrapper.
+import * as net from "node:net";
+import * as pulumi from "@pulumi/pulumi";
+
+import { checkOwnCertificate } from "./certificates";
+
+export const CONFIG_NAMESPACE = "mattermost";
+
+export type TlsModeSetting = "direct" | "nginx" | "auto";
+/** The HTTPS shape after `auto` is resolved. */
+export type TlsMode = "direct" | "nginx";
+export type CertificateSource = "letsencrypt" | "own" | "self-signed";
+export type Architecture = "x86_64" | "arm64";
+
+/** Users above which the proxy is the recommended shape (Mattermost's TLS page). */
+export const PROXY_RECOMMENDED_ABOVE_USERS = 200;
+
+export const ACME_DIRECTORIES = {
+    production: "https://acme-v02.api.letsencrypt.org/directory",
+    staging: "https://acme-staging-v02.api.letsencrypt.org/directory",
+} as const;
+
+export interface Settings {
+    readonly domain: string;
+    /** True when `domain` is an IPv4 address rather than a DNS name. */
+    readonly domainIsIp: boolean;
+    readonly tlsModeSetting: TlsModeSetting;
+    readonly tlsMode: TlsMode;
+    readonly certificate: CertificateSource;
+    readonly letsencryptEmail?: string;
+    /** The ACME directory URL (already resolved from production/staging). */
+    readonly acmeDirectoryUrl: string;
+    readonly acmeServerSetting: string;
+    readonly expectedUsers: number;
+    readonly instanceType: string;
+    readonly architecture: Architecture;
+    readonly mattermostVersion: string;
+    readonly mattermostSha256: string;
+    readonly mattermostDownloadBaseUrl: string;
+    readonly sshAllowedCidrs: readonly string[];
+    readonly route53ZoneId?: string;
+    readonly dataVolumeSizeGiB: number;
+    readonly protectDataVolume: boolean;
+    readonly subnetId?: string;
+    readonly vpcCidr: string;
+    readonly availabilityZone?: string;
+    /** PEM chain for `certificate: own` (public material, not a secret). */
+    readonly certificateChain?: string;
+}
+
+/** Secret config values, in plain text only inside the program; `loadSettings` wraps them as Pulumi secrets. */
+export interface SecretSettings {
+    readonly certificateKey?: string;
+}
+
+/** One config key as the README and Pulumi.yaml document it. */
+export interface ConfigKeyDoc {
+    readonly key: string;
+    readonly type: "string" | "integer" | "boolean" | "array";
+    /** The default as the README states it; keys without one are required (Pulumi.yaml declares "" for optional ones). */
+    readonly default?: string;
+    readonly secret?: boolean;
+    /** Pulumi refuses to run a stack that lacks a required key. */
+    readonly required?: boolean;
+    readonly description: string;
+}
+
+export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
+    {
+        key: "domain",
+        type: "string",
+        required: true,
+        description: "Public name Mattermost is served at (FQDN; an IPv4 address only with `own` or `self-signed` certificates).",
+    },
+    {
+        key: "tlsMode",
+        type: "string",
+        default: "auto",
+        description: "Where TLS ends: `direct` (Mattermost itself), `nginx` (a proxy in front), `auto` (nginx above 200 expected users).",
+    },
+    {
+        key: "certificate",
+        type: "string",
+        default: "letsencrypt",
+        description:
+            "Certificate source: `letsencrypt`, `own` (certificateChain + certificateKey) or `self-signed` (tests only; browsers will not trust it).",
+    },
+    {
+        key: "letsencryptEmail",
+        type: "string",
+        description: "Let's Encrypt account email (expiry notices); required for `letsencrypt` with `nginx`.",
+    },
+    {
+        key: "acmeServer",
+        type: "string",
+        default: "production",
+        description:
+            "ACME directory for certbot: `production`, `staging`, or an https URL of a private ACME CA. Mattermost's built-in client (direct mode) always uses production.",
+    },
+    {
+        key: "expectedUsers",
+        type: "integer",
+        default: "50",
+        description: "Expected number of users; `tlsMode: auto` picks nginx above 200.",
+    },
+    {
+        key: "instanceType",
+        type: "string",
+        default: "t3.medium (x86_64) / t4g.medium (arm64)",
+        description: "EC2 instance type; must match `architecture`.",
+    },
+    { key: "architecture", type: "string", default: "x86_64", description: "CPU architecture: `x86_64` or `arm64` (Graviton)." },
+    {
+        key: "mattermostVersion",
+        type: "string",
+        default: "10.11.4",
+        description: "Mattermost server release (X.Y.Z). Raising it upgrades in place; lowering it is refused.",
+    },
+    {
+        key: "mattermostSha256",
+        type: "string",
+        required: true,
+        description: "SHA-256 of the release tarball for `mattermostVersion` and `architecture`; the install refuses a mismatch.",
+    },
+    {
+        key: "mattermostDownloadBaseUrl",
+        type: "string",
+        default: "https://releases.mattermost.com",
+        description: "Base URL of the release tarballs (`<base>/<version>/mattermost-<version>-linux-<arch>.tar.gz`).",
+    },
+    {
+        key: "sshAllowedCidrs",
+        type: "array",
+        default: "[]",
+        description:
+            "CIDRs allowed to reach SSH (port 22). Pulumi installs the server over SSH, so include the address `pulumi up` runs from.",
+    },
+    {
+        key: "route53ZoneId",
+        type: "string",
+        description: "Route53 hosted zone id; when set, an A record for `domain` points at the Elastic IP.",
+    },
+    {
+        key: "dataVolumeSizeGiB",
+        type: "integer",
+        default: "20",
+        description: "Size of the encrypted data volume (PostgreSQL + Mattermost files), 1-16384 GiB. It can grow, never shrink.",
+    },
+    {
+        key: "protectDataVolume",
+        type: "boolean",
+        default: "true",
+        description: "Mark the data volume `protect`ed so no `pulumi up`/`destroy` can delete it (it is retained on delete regardless).",
+    },
+    { key: "subnetId", type: "string", description: "Use this existing public subnet instead of creating a VPC." },
+    {
+        key: "vpcCidr",
+        type: "string",
+        default: "10.80.0.0/16",
+        description: "CIDR of the dedicated VPC (when `subnetId` is not set); the public subnet takes its first /24.",
+    },
+    { key: "availabilityZone", type: "string", description: "Availability zone of the created subnet (default: the region's first)." },
+    {
+        key: "certificateChain",
+        type: "string",
+        description: "PEM chain (server certificate first, then intermediates) for `certificate: own`.",
+    },
+    {
+        key: "certificateKey",
+        type: "string",
+        secret: true,
+        description: "PEM private key for `certificate: own`, unencrypted, set with `--secret`.",
+    },
+];
+
+/** Raw stack config: key -> string exactly as `pulumi config` holds it, plus whether it is stored as a secret. */
+export interface RawConfig {
+    readonly values: Readonly<Record<string, string | undefined>>;
+    readonly secretKeys?: ReadonlySet<string>;
+    /** The clock for certificate dates. Default: now. */
+    readonly now?: Date;
+}
+
+export interface ParseResult {
+    readonly settings?: Settings;
+    readonly secrets?: SecretSettings;
+    readonly errors: readonly string[];
+    readonly warnings: readonly string[];
+}
+
+export class SettingsError extends Error {
+    constructor(readonly problems: readonly string[]) {
+        super(
+            `Invalid stack config (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n` +
+                problems.map((p) => `  - ${p}`).join("\n"),
+        );
+        this.name = "SettingsError";
+    }
+}
+
+const KNOWN_KEYS = new Set(CONFIG_KEYS.map((k) => k.key));
+
+export function fullKey(key: string): string {
+    return `${CONFIG_NAMESPACE}:${key}`;
+}
+
+const setCmd = (key: string, example: string, secret = false): string =>
+    `\`pulumi config set ${secret ? "--secret " : ""}${fullKey(key)} ${example}\``;
+
+// RFC 1123 host name with at least two labels, each 1-63 chars, total <= 253, TLD not all numeric.
+export function isFqdn(name: string): boolean {
+    const n = name.endsWith(".") ? name.slice(0, -1) : name;
+    if (n.length === 0 || n.length > 253) return false;
+    const labels = n.split(".");
+    if (labels.length < 2) return false;
+    const label = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
+    if (!labels.every((l) => label.test(l))) return false;
+    return !/^[0-9]+$/.test(labels[labels.length - 1]);
+}
+
+export function isEmail(value: string): boolean {
+    const at = value.lastIndexOf("@");
+    if (at <= 0 || at !== value.indexOf("@")) return false;
+    const local = value.slice(0, at);
+    const host = value.slice(at + 1);
+    return (
+        /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$/.test(local) &&
+        !local.startsWith(".") &&
+        !local.endsWith(".") &&
+        !local.includes("..") &&
+        isFqdn(host)
+    );
+}
+
+/** IPv4 CIDR with the host bits zero, e.g. 203.0.113.0/24 or 198.51.100.7/32. */
+export function parseCidr(value: string): { ok: true } | { ok: false; reason: string } {
+    const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(value);
+    if (!m || !net.isIPv4(m[1])) return { ok: false, reason: "is not an IPv4 CIDR like 203.0.113.7/32" };
+    const prefix = Number(m[2]);
+    if (prefix > 32) return { ok: false, reason: "has a prefix length above 32" };
+    const ip = m[1].split(".").reduce((acc, o) => (acc << 8n) + BigInt(Number(o)), 0n);
+    const hostBits = 32 - prefix;
+    if (hostBits > 0 && ip % (1n << BigInt(hostBits)) !== 0n) {
+        return { ok: false, reason: `has host bits set (did you mean ${cidrNetwork(ip, prefix)}/${prefix}?)` };
+    }
+    return { ok: true };
+}
+
+function cidrNetwork(ip: bigint, prefix: number): string {
+    const hostBits = BigInt(32 - prefix);
+    const network = (ip >> hostBits) << hostBits;
+    return [24n, 16n, 8n, 0n].map((s) => ((network >> s) & 255n).toString()).join(".");
+}
+
+export function isSemver(v: string): boolean {
+    return /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/.test(v);
+}
+
+export function compareVersions(a: string, b: string): number {
+    const pa = a.split(".").map(Number);
+    const pb = b.split(".").map(Number);
+    for (let i = 0; i < 3; i++) {
+        if (pa[i] !== pb[i]) return pa[i] < pb[i] ? -1 : 1;
+    }
+    return 0;
+}
+
+/** Graviton instance families carry a `g` after the generation digit: t4g, m7g, c6gn, r8g, x2gd, im4gn ... */
+export function isGravitonInstanceType(instanceType: string): boolean {
+    const family = instanceType.split(".")[0];
+    return /^[a-z]+\d+g[a-z]*$/.test(family);
+}
+
+export function defaultInstanceType(arch: Architecture): string {
+    switch (arch) {
+        case "x86_64":
+            return "t3.medium";
+        case "arm64":
+            return "t4g.medium";
+        default: {
+            const unreachable: never = arch;
+            throw new Error(`unknown architecture ${String(unreachable)}`);
+        }
+    }
+}
+
+/** `auto` becomes nginx above the recommended user count, else direct (the seed's advice). */
+export function resolveTlsMode(setting: TlsModeSetting, expectedUsers: number): TlsMode {
+    switch (setting) {
+        case "direct":
+        case "nginx":
+            return setting;
+        case "auto":
+            return expectedUsers > PROXY_RECOMMENDED_ABOVE_USERS ? "nginx" : "direct";
+        default: {
+            const unreachable: never = setting;
+            throw new Error(`unknown tlsMode ${String(unreachable)}`);
+        }
+    }
+}
+
+function oneOf<T extends string>(raw: string | undefined, key: string, allowed: readonly T[], fallback: T, errors: string[]): T {
+    if (raw === undefined) return fallback;
+    if ((allowed as readonly string[]).includes(raw)) return raw as T;
+    const hint = allowed.find((a) => a.toLowerCase() === raw.toLowerCase());
+    errors.push(
+        `${fullKey(key)} is "${raw}", which is not one of ${allowed.map((a) => `"${a}"`).join(", ")}` +
+            (hint ? ` (values are case-sensitive: use "${hint}")` : "") +
+            `; fix with ${setCmd(key, allowed[0])}.`,
+    );
+    return fallback;
+}
+
+function integer(raw: string | undefined, key: string, fallback: number, min: number, max: number, errors: string[]): number {
+    if (raw === undefined) return fallback;
+    const trimmed = raw.trim();
+    if (!/^-?\d+$/.test(trimmed)) {
+        errors.push(`${fullKey(key)} is "${raw}", which is not a whole number; fix with ${setCmd(key, String(fallback))}.`);
+        return fallback;
+    }
+    const n = Number(trimmed);
+    if (n < min || n > max) {
+        errors.push(`${fullKey(key)} is ${n}, outside ${min}..${max}; fix with ${setCmd(key, String(fallback))}.`);
+        return fallback;
+    }
+    return n;
+}
+
+function boolean(raw: string | undefined, key: string, fallback: boolean, errors: string[]): boolean {
+    if (raw === undefined) return fallback;
+    if (raw === "true" || raw === "false") return raw === "true";
+    errors.push(`${fullKey(key)} is "${raw}", which is not true or false; fix with ${setCmd(key, String(fallback))}.`);
+    return fallback;
+}
+
+function stringList(raw: string | undefined, key: string, errors: string[]): string[] {
+    if (raw === undefined) return [];
+    let parsed: unknown;
+    try {
+        parsed = JSON.parse(raw);
+    } catch {
+        errors.push(`${fullKey(key)} is not a list; set each entry with \`pulumi config set --path '${fullKey(key)}[0]' 203.0.113.7/32\`.`);
+        return [];
+    }
+    if (!Array.isArray(parsed) || !parsed.every((x): x is string => typeof x === "string")) {
+        errors.push(
+            `${fullKey(key)} must be a list of strings; set each entry with \`pulumi config set --path '${fullKey(key)}[0]' 203.0.113.7/32\`.`,
+        );
+        return [];
+    }
+    return parsed;
+}
+
+/** Pure: validates raw config and returns Settings, or every problem found (each naming its key). */
+export function parseSettings(raw: RawConfig): ParseResult {
+    const errors: string[] = [];
+    const warnings: string[] = [];
+    const get = (key: string): string | undefined => {
+        const v = raw.values[key];
+        return v === undefined || v === "" ? undefined : v;
+    };
+
+    for (const key of Object.keys(raw.values)) {
+        if (!KNOWN_KEYS.has(key)) {
+            const near = [...KNOWN_KEYS].find((k) => k.toLowerCase() === key.toLowerCase());
+            errors.push(
+                `${fullKey(key)} is not a known setting` +
+                    (near ? ` (did you mean ${fullKey(near)}?)` : "") +
+                    `; remove it with \`pulumi config rm ${fullKey(key)}\` (see the README's config table).`,
+            );
+        }
+    }
+
+    const certificate = oneOf<CertificateSource>(
+        get("certificate"),
+        "certificate",
+        ["letsencrypt", "own", "self-signed"],
+        "letsencrypt",
+        errors,
+    );
+    const tlsModeSetting = oneOf<TlsModeSetting>(get("tlsMode"), "tlsMode", ["auto", "direct", "nginx"], "auto", errors);
+    const architecture = oneOf<Architecture>(get("architecture"), "architecture", ["x86_64", "arm64"], "x86_64", errors);
+    const expectedUsers = integer(get("expectedUsers"), "expectedUsers", 50, 1, 1_000_000, errors);
+    const dataVolumeSizeGiB = integer(get("dataVolumeSizeGiB"), "dataVolumeSizeGiB", 20, 1, 16384, errors);
+    const protectDataVolume = boolean(get("protectDataVolume"), "protectDataVolume", true, errors);
+
+    // domain
+    const domainRaw = get("domain");
+    let domain = "";
+    let domainIsIp = false;
+    if (domainRaw === undefined) {
+        errors.push(
+            `${fullKey("domain")} is required: the public name users will open; set it with ${setCmd("domain", "chat.example.com")}.`,
+        );
+    } else {
+        domain = domainRaw.toLowerCase().replace(/\.$/, "");
+        domainIsIp = net.isIPv4(domain);
+        if (net.isIPv6(domainRaw)) {
+            errors.push(
+                `${fullKey("domain")} is an IPv6 address; use a DNS name (or an IPv4 address with a self-signed certificate), e.g. ${setCmd("domain", "chat.example.com")}.`,
+            );
+        } else if (!domainIsIp && !isFqdn(domain)) {
+            errors.push(
+                `${fullKey("domain")} is "${domainRaw}", which is not a fully qualified domain name (letters, digits and hyphens in dot-separated labels, like chat.example.com; no scheme, port or path); fix with ${setCmd("domain", "chat.example.com")}.`,
+            );
+        } else if (domainIsIp && certificate === "letsencrypt") {
+            errors.push(
+                `${fullKey("domain")} is the IP address ${domain}, but Let's Encrypt only issues certificates for DNS names: point a DNS name at the server and set ${fullKey("domain")} to it, or use ${setCmd("certificate", "self-signed")}.`,
+            );
+        }
+    }
+
+    // letsencrypt / ACME
+    const emailRaw = get("letsencryptEmail");
+    if (emailRaw !== undefined && !isEmail(emailRaw)) {
+        errors.push(
+            `${fullKey("letsencryptEmail")} is "${emailRaw}", which is not an email address; fix with ${setCmd("letsencryptEmail", "admin@example.com")}.`,
+        );
+    }
+    const acmeServerSetting = get("acmeServer") ?? "production";
+    let acmeDirectoryUrl: string = ACME_DIRECTORIES.production;
+    if (acmeServerSetting === "production" || acmeServerSetting === "staging") {
+        acmeDirectoryUrl = ACME_DIRECTORIES[acmeServerSetting];
+    } else {
+        let url: URL | undefined;
+        try {
+            url = new URL(acmeServerSetting);
+        } catch {
+            url = undefined;
+        }
+        if (!url || url.protocol !== "https:" || url.username || url.password) {
+            errors.push(
+                `${fullKey("acmeServer")} is "${acmeServerSetting}": use "production", "staging", or the https URL of an ACME directory (e.g. https://acme.internal.example/directory); fix with ${setCmd("acmeServer", "staging")}.`,
+            );
+        } else {
+            acmeDirectoryUrl = url.toString();
+        }
+    }
+
+    const tlsMode = resolveTlsMode(tlsModeSetting, expectedUsers);
+    if (certificate === "letsencrypt" && tlsMode === "nginx" && emailRaw === undefined) {
+        errors.push(
+            `${fullKey("letsencryptEmail")} is required with Let's Encrypt through nginx (certbot registers an account and Let's Encrypt sends expiry notices there); set it with ${setCmd("letsencryptEmail", "admin@example.com")}.`,
+        );
+    }
+    if (certificate === "letsencrypt" && tlsMode === "direct" && acmeServerSetting !== "production") {
+        warnings.push(
+            `${fullKey("acmeServer")} is "${acmeServerSetting}", but with tlsMode direct Mattermost's built-in Let's Encrypt client always uses the production directory; the setting only applies to certbot in the nginx shape.`,
+        );
+    }
+    if (certificate !== "letsencrypt" && (emailRaw !== undefined || acmeServerSetting !== "production")) {
+        warnings.push(
+            `${fullKey("letsencryptEmail")}/${fullKey("acmeServer")} are set but unused: ${fullKey("certificate")} is "${certificate}".`,
+        );
+    }
+    if (tlsModeSetting === "direct" && expectedUsers > PROXY_RECOMMENDED_ABOVE_USERS) {
+        warnings.push(
+            `${fullKey("expectedUsers")} is ${expectedUsers}: above ${PROXY_RECOMMENDED_ABOVE_USERS} users Mattermost recommends a proxy; consider ${setCmd("tlsMode", "nginx")}.`,
+        );
+    }
+    if (certificate === "self-signed") {
+        warnings.push(
+            `${fullKey("certificate")} is "self-signed": browsers and the mobile apps will not trust it; use it for test environments only.`,
+        );
+    }
+
+    // own certificate material
+    const certificateChain = get("certificateChain");
+    const certificateKey = get("certificateKey");
+    if (certificate === "own") {
+        if (certificateChain === undefined) {
+            errors.push(
+                `${fullKey("certificateChain")} is required with certificate "own": set the PEM chain (server certificate first) with \`pulumi config set ${fullKey("certificateChain")} < fullchain.pem\`.`,
+            );
+        }
+        if (certificateKey === undefined) {
+            errors.push(
+                `${fullKey("certificateKey")} is required with certificate "own": set the unencrypted PEM key with \`pulumi config set --secret ${fullKey("certificateKey")} < privkey.pem\`.`,
+            );
+        } else if (raw.secretKeys && !raw.secretKeys.has("certificateKey")) {
+            errors.push(
+                `${fullKey("certificateKey")} is stored in plain text; store it encrypted with \`pulumi config set --secret ${fullKey("certificateKey")} < privkey.pem\`.`,
+            );
+        }
+        if (certificateChain !== undefined && certificateKey !== undefined && domain !== "") {
+            const check = checkOwnCertificate({ chainPem: certificateChain, keyPem: certificateKey, domain, now: raw.now ?? new Date() });
+            errors.push(...check.errors);
+            warnings.push(...check.warnings);
+        }
+    } else if (certificateChain !== undefined || certificateKey !== undefined) {
+        warnings.push(
+            `${fullKey("certificateChain")}/${fullKey("certificateKey")} are set but unused: ${fullKey("certificate")} is "${certificate}".`,
+        );
+    }
+
+    // Mattermost release
+    const mattermostVersion = get("mattermostVersion") ?? "10.11.4";
+    if (!isSemver(mattermostVersion)) {
+        errors.push(
+            `${fullKey("mattermostVersion")} is "${mattermostVersion}", which is not a release number like 10.11.4 (no "v" prefix); fix with ${setCmd("mattermostVersion", "10.11.4")}.`,
+        );
+    }
+    const shaRaw = get("mattermostSha256");
+    let mattermostSha256 = "";
+    if (shaRaw === undefined) {
+        errors.push(
+            `${fullKey("mattermostSha256")} is required: the SHA-256 of mattermost-${mattermostVersion}-linux-${architecture === "arm64" ? "arm64" : "amd64"}.tar.gz as published with the release; set it with ${setCmd("mattermostSha256", "<64 hex digits>")}.`,
+        );
+    } else if (!/^[0-9a-fA-F]{64}$/.test(shaRaw.trim())) {
+        errors.push(
+            `${fullKey("mattermostSha256")} must be 64 hexadecimal digits (a SHA-256), got ${shaRaw.length} characters; fix with ${setCmd("mattermostSha256", "<64 hex digits>")}.`,
+        );
+    } else {
+        mattermostSha256 = shaRaw.trim().toLowerCase();
+    }
+    const baseRaw = get("mattermostDownloadBaseUrl") ?? "https://releases.mattermost.com";
+    let mattermostDownloadBaseUrl = baseRaw.replace(/\/+$/, "");
+    try {
+        const u = new URL(baseRaw);
+        if (u.protocol !== "https:" && u.protocol !== "http:") throw new Error("scheme");
+        if (u.search || u.hash) throw new Error("query");
+    } catch {
+        errors.push(
+            `${fullKey("mattermostDownloadBaseUrl")} is "${baseRaw}", which is not an http(s) URL without query; fix with ${setCmd("mattermostDownloadBaseUrl", "https://releases.mattermost.com")}.`,
+        );
+        mattermostDownloadBaseUrl = "https://releases.mattermost.com";
+    }
+
+    // instance
+    const instanceType = get("instanceType") ?? defaultInstanceType(architecture);
+    if (!/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(instanceType)) {
+        errors.push(
+            `${fullKey("instanceType")} is "${instanceType}", which is not an EC2 instance type like t3.medium; fix with ${setCmd("instanceType", defaultInstanceType(architecture))}.`,
+        );
+    } else if (architecture === "arm64" && !isGravitonInstanceType(instanceType)) {
+        errors.push(
+            `${fullKey("instanceType")} "${instanceType}" is not a Graviton (arm64) type but ${fullKey("architecture")} is arm64; use e.g. ${setCmd("instanceType", "t4g.medium")}.`,
+        );
+    } else if (architecture === "x86_64" && isGravitonInstanceType(instanceType)) {
+        errors.push(
+            `${fullKey("instanceType")} "${instanceType}" is a Graviton (arm64) type but ${fullKey("architecture")} is x86_64; set ${setCmd("architecture", "arm64")} or pick an x86_64 type.`,
+        );
+    }
+
+    // network
+    const sshAllowedCidrs = stringList(get("sshAllowedCidrs"), "sshAllowedCidrs", errors);
+    sshAllowedCidrs.forEach((cidr, i) => {
+        const check = parseCidr(cidr);
+        if (!check.ok) {
+            errors.push(
+                `${fullKey("sshAllowedCidrs")}[${i}] "${cidr}" ${check.reason}; fix with \`pulumi config set --path '${fullKey("sshAllowedCidrs")}[${i}]' 203.0.113.7/32\`.`,
+            );
+        }
+    });
+    if (sshAllowedCidrs.includes("0.0.0.0/0")) {
+        warnings.push(
+            `${fullKey("sshAllowedCidrs")} opens SSH (port 22) to the whole internet (0.0.0.0/0); narrow it to the addresses you deploy and administer from.`,
+        );
+    }
+    const vpcCidr = get("vpcCidr") ?? "10.80.0.0/16";
+    const vpcCheck = parseCidr(vpcCidr);
+    if (!vpcCheck.ok) {
+        errors.push(`${fullKey("vpcCidr")} "${vpcCidr}" ${vpcCheck.reason}; fix with ${setCmd("vpcCidr", "10.80.0.0/16")}.`);
+    } else {
+        const prefix = Number(vpcCidr.split("/")[1]);
+        if (prefix < 16 || prefix > 24) {
+            errors.push(
+                `${fullKey("vpcCidr")} "${vpcCidr}" must have a prefix between /16 and /24 (AWS VPC limits, room for a /24 subnet); fix with ${setCmd("vpcCidr", "10.80.0.0/16")}.`,
+            );
+        }
+    }
+    const subnetId = get("subnetId");
+    if (subnetId !== undefined && !/^subnet-[0-9a-f]{8,17}$/.test(subnetId)) {
+        errors.push(
+            `${fullKey("subnetId")} is "${subnetId}", which is not a subnet id like subnet-0123456789abcdef0; fix with ${setCmd("subnetId", "subnet-0123456789abcdef0")}.`,
+        );
+    }
+    const availabilityZone = get("availabilityZone");
+    if (availabilityZone !== undefined && !/^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$/.test(availabilityZone)) {
+        errors.push(
+            `${fullKey("availabilityZone")} is "${availabilityZone}", which is not an availability zone like eu-west-1a; fix with ${setCmd("availabilityZone", "eu-west-1a")}.`,
+        );
+    }
+    if (availabilityZone !== undefined && subnetId !== undefined) {
+        errors.push(
+            `${fullKey("availabilityZone")} and ${fullKey("subnetId")} are both set; an existing subnet has its own zone: remove one with \`pulumi config rm ${fullKey("availabilityZone")}\`.`,
+        );
+    }
+    const route53ZoneId = get("route53ZoneId");
+    if (route53ZoneId !== undefined) {
+        if (!/^Z[0-9A-Z]{4,31}$/.test(route53ZoneId)) {
+            errors.push(
+                `${fullKey("route53ZoneId")} is "${route53ZoneId}", which is not a hosted zone id like Z0123456789ABCDEFGHIJ; fix with ${setCmd("route53ZoneId", "Z0123456789ABCDEFGHIJ")}.`,
+            );
+        } else if (domainIsIp) {
+            errors.push(
+                `${fullKey("route53ZoneId")} is set but ${fullKey("domain")} is an IP address; a DNS record needs a name: set a DNS name as domain or \`pulumi config rm ${fullKey("route53ZoneId")}\`.`,
+            );
+        }
+    }
+
+    if (errors.length > 0) return { errors, warnings };
+    return {
+        errors,
+        warnings,
+        settings: {
+            domain,
+            domainIsIp,
+            tlsModeSetting,
+            tlsMode,
+            certificate,
+            letsencryptEmail: emailRaw,
+            acmeDirectoryUrl,
+            acmeServerSetting,
+            expectedUsers,
+            instanceType,
+            architecture,
+            mattermostVersion,
+            mattermostSha256,
+            mattermostDownloadBaseUrl,
+            sshAllowedCidrs,
+            route53ZoneId,
+            dataVolumeSizeGiB,
+            protectDataVolume,
+            subnetId,
+            vpcCidr,
+            availabilityZone,
+            certificateChain,
+        },
+        secrets: { certificateKey },
+    };
+}
+
+/** Settings plus the secret values, already wrapped as Pulumi secrets. */
+export interface LoadedSettings {
+    readonly settings: Settings;
+    readonly certificateKey?: pulumi.Output<string>;
+}
+
+// `isConfigSecret` is exported by the SDK's runtime but missing from its type declarations.
+const runtimeWithSecrets = pulumi.runtime as unknown as { isConfigSecret?: (key: string) => boolean };
+function isConfigSecret(key: string): boolean {
+    return typeof runtimeWithSecrets.isConfigSecret === "function" && runtimeWithSecrets.isConfigSecret(key);
+}
+
+/** Reads the `mattermost:*` stack config, logs warnings, and throws one error listing every problem. */
+export function loadSettings(): LoadedSettings {
+    const values: Record<string, string> = {};
+    const secretKeys = new Set<string>();
+    const prefix = `${CONFIG_NAMESPACE}:`;
+    for (const [key, value] of Object.entries(pulumi.runtime.allConfig())) {
+        if (!key.startsWith(prefix)) continue;
+        const name = key.slice(prefix.length);
+        values[name] = value;
+        if (isConfigSecret(key)) secretKeys.add(name);
+    }
+    const result = parseSettings({ values, secretKeys });
+    for (const warning of result.warnings) pulumi.log.warn(warning);
+    if (result.errors.length > 0 || !result.settings) {
+        throw new pulumi.RunError(new SettingsError(result.errors).message);
+    }
+    const key = result.secrets?.certificateKey;
+    return { settings: result.settings, certificateKey: key === undefined ? undefined : pulumi.secret(key) };
+}

@@ -1,0 +1,169 @@
+// One shared Pulumi mocks setup: runs the real program (index.ts) against `pulumi.runtime.setMocks`, since no
+// AWS account or Pulumi engine is reachable here, and records every resource and invoke it registers.
+import * as path from "node:path";
+
+import * as pulumi from "@pulumi/pulumi";
+
+export interface RecordedResource {
+    readonly type: string;
+    readonly name: string;
+    readonly inputs: Record<string, unknown>;
+    readonly id: string;
+}
+
+export interface ProgramRun {
+    readonly resources: RecordedResource[];
+    readonly invokes: { token: string; inputs: Record<string, unknown> }[];
+    readonly outputs: Record<string, { value: unknown; secret: boolean }>;
+    ofType(type: string): RecordedResource[];
+    one(type: string): RecordedResource;
+}
+
+/** Values the mocked providers hand out for secrets; tests look for them where they must not be. */
+export const MOCK_SECRET_MARKERS = ["MOCK-SSH-PRIVATE-KEY", "MOCK-RANDOM-PASSWORD", "MOCK-TLS-PRIVATE-KEY"];
+
+class Recorder implements pulumi.runtime.Mocks {
+    readonly resources: RecordedResource[] = [];
+    readonly invokes: { token: string; inputs: Record<string, unknown> }[] = [];
+
+    newResource(args: pulumi.runtime.MockResourceArgs): { id: string | undefined; state: Record<string, unknown> } {
+        const id = `${args.name}-id`;
+        this.resources.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, unknown>, id });
+        const state: Record<string, unknown> = { ...args.inputs };
+        switch (args.type) {
+            case "tls:index/privateKey:PrivateKey":
+                state.privateKeyOpenssh = `${MOCK_SECRET_MARKERS[0]}-${args.name}`;
+                state.privateKeyPem = `${MOCK_SECRET_MARKERS[2]}-${args.name}`;
+                state.publicKeyOpenssh = `ssh-ed25519 AAAAmock ${args.name}`;
+                break;
+            case "random:index/randomPassword:RandomPassword":
+                state.result = `${MOCK_SECRET_MARKERS[1]}-${args.name}`;
+                break;
+            case "aws:ec2/eip:Eip":
+                state.publicIp = "203.0.113.10";
+                state.allocationId = "eipalloc-0123456789abcdef0";
+                break;
+            case "aws:ec2/instance:Instance":
+                state.availabilityZone = "eu-west-1a";
+                state.privateIp = "10.80.0.10";
+                break;
+            case "aws:ec2/subnet:Subnet":
+                state.availabilityZone = args.inputs.availabilityZone ?? "eu-west-1a";
+                break;
+            case "aws:ec2/keyPair:KeyPair":
+                state.keyName = `${args.name}-key`;
+                break;
+            case "aws:route53/record:Record":
+                state.fqdn = args.inputs.name;
+                break;
+            case "aws:iam/role:Role":
+                state.arn = `arn:aws:iam::123456789012:role/${args.name}`;
+                state.name = args.name;
+                break;
+        }
+        return { id, state };
+    }
+
+    call(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
+        this.invokes.push({ token: args.token, inputs: args.inputs as Record<string, unknown> });
+        switch (args.token) {
+            case "aws:ec2/getAmi:getAmi":
+                return { id: "ami-0123456789abcdef0", architecture: args.inputs.filters };
+            case "aws:index/getAvailabilityZones:getAvailabilityZones":
+                return { names: ["eu-west-1a", "eu-west-1b", "eu-west-1c"], zoneIds: ["euw1-az1", "euw1-az2", "euw1-az3"] };
+            case "aws:ec2/getSubnet:getSubnet":
+                return { id: args.inputs.id, vpcId: "vpc-0existing0000000", availabilityZone: "eu-west-1b" };
+            default:
+                return args.inputs as Record<string, unknown>;
+        }
+    }
+}
+
+/** The least config a stack needs; tests add to it. */
+export const MINIMAL_CONFIG: Readonly<Record<string, string>> = {
+    domain: "chat.example.com",
+    mattermostSha256: "a".repeat(64),
+};
+
+const PROGRAM = path.join(__dirname, "..", "..", "index.ts");
+const PROJECT_ROOT = path.join(__dirname, "..", "..");
+
+function unloadProgram(): void {
+    for (const key of Object.keys(require.cache)) {
+        if (key.startsWith(PROJECT_ROOT) && !key.includes("node_modules") && !key.includes(`${path.sep}test${path.sep}`)) {
+            delete require.cache[key];
+        }
+    }
+}
+
+async function settle<T>(output: pulumi.Output<T>): Promise<{ value: T; secret: boolean }> {
+    const value = await new Promise<T>((resolve) => output.apply((v) => resolve(v)));
+    const secret = await pulumi.isSecret(output);
+    return { value, secret };
+}
+
+/**
+ * Runs index.ts with the given `mattermost:*` config (values as `pulumi config` stores them: strings, lists as
+ * JSON) and returns what it registered. Secret keys are marked as such, as `pulumi config set --secret` would.
+ */
+export async function runProgram(
+    config: Record<string, string>,
+    opts: { secretKeys?: string[]; preview?: boolean } = {},
+): Promise<ProgramRun> {
+    const recorder = new Recorder();
+    const allConfig: Record<string, string> = {};
+    for (const [k, v] of Object.entries(config)) allConfig[`mattermost:${k}`] = v;
+    allConfig["aws:region"] = "eu-west-1";
+    pulumi.runtime.setAllConfig(
+        allConfig,
+        (opts.secretKeys ?? []).map((k) => `mattermost:${k}`),
+    );
+    await pulumi.runtime.setMocks(recorder, "mattermost", "test", opts.preview ?? false);
+    unloadProgram();
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const program = require(PROGRAM) as Record<string, unknown>;
+    const outputs: Record<string, { value: unknown; secret: boolean }> = {};
+    for (const [key, value] of Object.entries(program)) {
+        outputs[key] = pulumi.Output.isInstance(value) ? await settle(value as pulumi.Output<unknown>) : { value, secret: false };
+    }
+    // Let registrations started inside applies finish.
+    let count = -1;
+    while (count !== recorder.resources.length) {
+        count = recorder.resources.length;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return {
+        resources: recorder.resources,
+        invokes: recorder.invokes,
+        outputs,
+        ofType: (type) => recorder.resources.filter((r) => r.type === type),
+        one: (type) => {
+            const found = recorder.resources.filter((r) => r.type === type);
+            if (found.length !== 1) throw new Error(`expected one ${type}, found ${found.length}`);
+            return found[0];
+        },
+    };
+}
+
+/** Runs the program expecting a config error; returns its message. */
+export async function programError(
+    config: Record<string, string>,
+    opts: { secretKeys?: string[] } = {},
+): Promise<{ message: string; resources: number }> {
+    const recorder = new Recorder();
+    const allConfig: Record<string, string> = {};
+    for (const [k, v] of Object.entries(config)) allConfig[`mattermost:${k}`] = v;
+    pulumi.runtime.setAllConfig(
+        allConfig,
+        (opts.secretKeys ?? []).map((k) => `mattermost:${k}`),
+    );
+    await pulumi.runtime.setMocks(recorder, "mattermost", "test", true);
+    unloadProgram();
+    try {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        require(PROGRAM);
+    } catch (err) {
+        return { message: err instanceof Error ? err.message : String(err), resources: recorder.resources.length };
+    }
+    throw new Error("expected the program to fail on its config, but it ran");
+}

@@ -1,0 +1,243 @@
+import { strict as assert } from "node:assert";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+import { MINIMAL_CONFIG, MOCK_SECRET_MARKERS, ProgramRun, runProgram } from "./mocks";
+import { issuePair } from "./pki";
+
+const SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule";
+
+function ingressPorts(run: ProgramRun): { port: unknown; cidr: unknown; description: unknown }[] {
+    return run.ofType(SG_INGRESS).map((r) => ({ port: r.inputs.fromPort, cidr: r.inputs.cidrIpv4, description: r.inputs.description }));
+}
+
+describe("program: default stack", function () {
+    this.timeout(30000);
+    let run: ProgramRun;
+    before(async () => {
+        run = await runProgram({ ...MINIMAL_CONFIG });
+    });
+
+    it("creates one component of each kind with mattermost:index type tokens", () => {
+        for (const token of ["Network", "Server", "DataVolume"]) {
+            assert.equal(run.ofType(`mattermost:index:${token}`).length, 1, token);
+        }
+        assert.equal(run.ofType("mattermost:index:Dns").length, 0, "no DNS component without route53ZoneId");
+    });
+
+    it("builds a dedicated VPC with a public subnet, gateway and default route", () => {
+        assert.equal(run.one("aws:ec2/vpc:Vpc").inputs.cidrBlock, "10.80.0.0/16");
+        assert.equal(run.one("aws:ec2/subnet:Subnet").inputs.cidrBlock, "10.80.0.0/24");
+        run.one("aws:ec2/internetGateway:InternetGateway");
+        const routes = run.one("aws:ec2/routeTable:RouteTable").inputs.routes as { cidrBlock: string; gatewayId: string }[];
+        assert.deepEqual(
+            routes.map((r) => r.cidrBlock),
+            ["0.0.0.0/0"],
+        );
+        run.one("aws:ec2/routeTableAssociation:RouteTableAssociation");
+    });
+
+    it("opens 80 and 443 to the world, keeps 22 closed, and describes every rule", () => {
+        const rules = ingressPorts(run);
+        assert.deepEqual(rules.map((r) => r.port).sort(), [443, 80]);
+        assert.ok(rules.every((r) => r.cidr === "0.0.0.0/0"));
+        for (const r of [...run.ofType(SG_INGRESS), ...run.ofType("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")]) {
+            assert.ok(typeof r.inputs.description === "string" && r.inputs.description.length > 10, `${r.name} has a description`);
+        }
+        assert.ok(String(run.one("aws:ec2/securityGroup:SecurityGroup").inputs.description).length > 0);
+    });
+
+    it("runs Ubuntu 24.04 from Canonical, IMDSv2 only, encrypted root volume, no public IP of its own", () => {
+        const ami = run.invokes.find((i) => i.token === "aws:ec2/getAmi:getAmi");
+        assert.ok(ami);
+        assert.deepEqual(ami.inputs.owners, ["099720109477"]);
+        assert.match(JSON.stringify(ami.inputs.filters), /ubuntu-noble-24\.04-amd64-server/);
+        const instance = run.one("aws:ec2/instance:Instance");
+        assert.equal(instance.inputs.instanceType, "t3.medium");
+        assert.equal((instance.inputs.metadataOptions as { httpTokens: string }).httpTokens, "required");
+        assert.equal((instance.inputs.rootBlockDevice as { encrypted: boolean }).encrypted, true);
+        assert.equal(instance.inputs.associatePublicIpAddress, false);
+    });
+
+    it("attaches an Elastic IP through a separate association", () => {
+        assert.equal(run.one("aws:ec2/eip:Eip").inputs.domain, "vpc");
+        run.one("aws:ec2/eipAssociation:EipAssociation");
+    });
+
+    it("generates an ED25519 SSH key pair and gives the instance SSM access", () => {
+        assert.equal(run.one("tls:index/privateKey:PrivateKey").inputs.algorithm, "ED25519");
+        assert.match(String(run.one("aws:ec2/keyPair:KeyPair").inputs.publicKey), /^ssh-ed25519 /);
+        assert.equal(
+            run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs.policyArn,
+            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        );
+        run.one("aws:iam/instanceProfile:InstanceProfile");
+    });
+
+    it("keeps data on a separate encrypted volume that survives instance replacement", () => {
+        const volume = run.one("aws:ebs/volume:Volume");
+        assert.equal(volume.inputs.encrypted, true);
+        assert.equal(volume.inputs.size, 20);
+        assert.equal(volume.inputs.availabilityZone, "eu-west-1a", "same zone as the instance");
+        assert.equal((volume.inputs.tags as Record<string, string>)["mattermost-backup"], "daily");
+        const attachment = run.one("aws:ec2/volumeAttachment:VolumeAttachment");
+        assert.equal(attachment.inputs.deviceName, "/dev/sdf");
+        assert.equal(attachment.inputs.stopInstanceBeforeDetaching, true);
+    });
+
+    it("exports the url, IP, instance, resolved TLS mode and SSH command; the private key only as a secret", () => {
+        assert.deepEqual(run.outputs.url, { value: "https://chat.example.com", secret: false });
+        assert.equal(run.outputs.publicIp.value, "203.0.113.10");
+        assert.equal(run.outputs.instanceId.value, "mattermost-instance-id");
+        assert.equal(run.outputs.tlsMode.value, "direct");
+        assert.match(String(run.outputs.sshCommand.value), /ubuntu@203\.0\.113\.10/);
+        assert.equal(run.outputs.sshPrivateKey.secret, true);
+    });
+});
+
+describe("program: options and policies", function () {
+    this.timeout(60000);
+
+    it("marks the data volume retainOnDelete+protect and the attachment deleteBeforeReplace", async () => {
+        // Resource options are not visible to mocks; read them where they are declared.
+        const source = fs.readFileSync(path.join(__dirname, "..", "..", "components", "dataVolume.ts"), "utf8");
+        assert.match(source, /retainOnDelete: true, protect: args\.protect \?\? true/);
+        assert.match(source, /deleteBeforeReplace: true/);
+    });
+
+    it("opens SSH only to the listed CIDRs, one described rule each", async () => {
+        const run = await runProgram({ ...MINIMAL_CONFIG, sshAllowedCidrs: JSON.stringify(["198.51.100.7/32", "203.0.113.0/24"]) });
+        const ssh = ingressPorts(run).filter((r) => r.port === 22);
+        assert.deepEqual(
+            ssh.map((r) => r.cidr),
+            ["198.51.100.7/32", "203.0.113.0/24"],
+        );
+        assert.ok(ssh.every((r) => String(r.description).includes("SSH from")));
+    });
+
+    it("creates the Route53 A record only when route53ZoneId is set, pointing at the Elastic IP", async () => {
+        const run = await runProgram({ ...MINIMAL_CONFIG, route53ZoneId: "Z0123456789ABCDEFGHIJ" });
+        const record = run.one("aws:route53/record:Record");
+        assert.equal(record.inputs.name, "chat.example.com");
+        assert.equal(record.inputs.type, "A");
+        assert.deepEqual(record.inputs.records, ["203.0.113.10"]);
+        assert.equal(record.inputs.zoneId, "Z0123456789ABCDEFGHIJ");
+    });
+
+    it("uses an existing subnet without creating a VPC, in that subnet's zone", async () => {
+        const run = await runProgram({ ...MINIMAL_CONFIG, subnetId: "subnet-0123456789abcdef0" });
+        assert.equal(run.ofType("aws:ec2/vpc:Vpc").length, 0);
+        assert.equal(run.ofType("aws:ec2/subnet:Subnet").length, 0);
+        assert.equal(run.one("aws:ec2/instance:Instance").inputs.subnetId, "subnet-0123456789abcdef0");
+        assert.equal(run.one("aws:ec2/securityGroup:SecurityGroup").inputs.vpcId, "vpc-0existing0000000");
+    });
+
+    it("picks the arm64 AMI and a Graviton default type for architecture arm64", async () => {
+        const run = await runProgram({ ...MINIMAL_CONFIG, architecture: "arm64" });
+        assert.equal(run.one("aws:ec2/instance:Instance").inputs.instanceType, "t4g.medium");
+        const ami = run.invokes.find((i) => i.token === "aws:ec2/getAmi:getAmi");
+        assert.match(JSON.stringify(ami?.inputs.filters), /ubuntu-noble-24\.04-arm64-server/);
+    });
+
+    const pair = issuePair("chat.example.com");
+    const combos: { tlsMode: string; certificate: string; expected: string; extra?: Record<string, string> }[] = [];
+    for (const certificate of ["letsencrypt", "own", "self-signed"]) {
+        for (const [tlsMode, expected, users] of [
+            ["direct", "direct", "50"],
+            ["nginx", "nginx", "50"],
+            ["auto", "direct", "200"],
+            ["auto", "nginx", "201"],
+        ]) {
+            combos.push({ tlsMode, certificate, expected, extra: { expectedUsers: users } });
+        }
+    }
+    for (const combo of combos) {
+        it(`tlsMode ${combo.tlsMode} (${combo.extra?.expectedUsers} users) with certificate ${combo.certificate} resolves to ${combo.expected}`, async () => {
+            const config: Record<string, string> = {
+                ...MINIMAL_CONFIG,
+                tlsMode: combo.tlsMode,
+                certificate: combo.certificate,
+                ...combo.extra,
+            };
+            const secretKeys: string[] = [];
+            if (combo.certificate === "own") {
+                config.certificateChain = pair.chain;
+                config.certificateKey = pair.key;
+                secretKeys.push("certificateKey");
+            }
+            if (combo.certificate === "letsencrypt") config.letsencryptEmail = "admin@example.com";
+            const run = await runProgram(config, { secretKeys });
+            assert.equal(run.outputs.tlsMode.value, combo.expected);
+            assert.deepEqual(
+                ingressPorts(run)
+                    .map((r) => r.port)
+                    .sort(),
+                [443, 80],
+            );
+            run.one("aws:ec2/instance:Instance");
+            run.one("aws:ebs/volume:Volume");
+            // The own key never reaches a resource input or a plain output in clear text.
+            const everything = JSON.stringify(run.resources.map((r) => r.inputs));
+            assert.ok(!everything.includes("PRIVATE KEY-----"), "no private key in clear text in any input");
+        });
+    }
+});
+
+describe("policy checks (as the policy rule sets operators run)", function () {
+    this.timeout(60000);
+    let run: ProgramRun;
+    before(async () => {
+        run = await runProgram({
+            ...MINIMAL_CONFIG,
+            route53ZoneId: "Z0123456789ABCDEFGHIJ",
+            sshAllowedCidrs: JSON.stringify(["198.51.100.7/32"]),
+        });
+    });
+
+    it("CKV_AWS_24: no SSH from 0.0.0.0/0", () => {
+        const open = run.ofType(SG_INGRESS).filter((r) => r.inputs.fromPort === 22 && r.inputs.cidrIpv4 === "0.0.0.0/0");
+        assert.equal(open.length, 0);
+    });
+
+    it("CKV_AWS_79: IMDSv2 required on every instance", () => {
+        for (const i of run.ofType("aws:ec2/instance:Instance")) {
+            assert.equal((i.inputs.metadataOptions as { httpTokens?: string } | undefined)?.httpTokens, "required");
+        }
+    });
+
+    it("CKV_AWS_3: every EBS volume encrypted", () => {
+        for (const v of run.ofType("aws:ebs/volume:Volume")) assert.equal(v.inputs.encrypted, true);
+        for (const i of run.ofType("aws:ec2/instance:Instance")) {
+            assert.equal((i.inputs.rootBlockDevice as { encrypted?: boolean }).encrypted, true);
+            for (const d of (i.inputs.ebsBlockDevices as { encrypted?: boolean }[] | undefined) ?? []) assert.equal(d.encrypted, true);
+        }
+    });
+
+    it("CKV_AWS_23: every security group rule has a description", () => {
+        const rules = run.resources.filter((r) => /securityGroup(Ingress|Egress)Rule/.test(r.type));
+        assert.ok(rules.length >= 3);
+        for (const r of rules) assert.ok(String(r.inputs.description ?? "").trim().length > 0, r.name);
+    });
+
+    it("AWS-0029: no secret in user data, no secret in a plain output", () => {
+        for (const i of run.ofType("aws:ec2/instance:Instance")) {
+            const userData = String(i.inputs.userData ?? "") + String(i.inputs.userDataBase64 ?? "");
+            for (const marker of MOCK_SECRET_MARKERS) assert.ok(!userData.includes(marker));
+        }
+        for (const [name, out] of Object.entries(run.outputs)) {
+            if (out.secret) continue;
+            const text = JSON.stringify(out.value);
+            for (const marker of MOCK_SECRET_MARKERS) assert.ok(!text.includes(marker), `plain output ${name} leaks ${marker}`);
+        }
+    });
+
+    it("the SSH private key is held only by the key resource and a secret output", () => {
+        const holders = run.resources.filter((r) => JSON.stringify(r.inputs).includes(MOCK_SECRET_MARKERS[0]));
+        assert.deepEqual(
+            holders.map((r) => r.type),
+            [],
+        );
+        assert.equal(run.outputs.sshPrivateKey.secret, true);
+        assert.ok(String(run.outputs.sshPrivateKey.value).startsWith(MOCK_SECRET_MARKERS[0]));
+    });
+});
