@@ -1,12 +1,16 @@
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import * as tls from "@pulumi/tls";
 
 import { DataVolume } from "./components/dataVolume";
 import { Dns } from "./components/dns";
 import { Network } from "./components/network";
+import { ServerSetup } from "./components/remote";
 import { Server, SSH_USER } from "./components/server";
-import { loadSettings } from "./components/settings";
+import { loadSettings, Settings } from "./components/settings";
+import { buildServerSteps, RuntimeValueName } from "./components/steps";
 
-const { settings } = loadSettings();
+const { settings, certificateKey } = loadSettings();
 const name = "mattermost";
 
 const network = new Network(name, {
@@ -34,7 +38,62 @@ if (settings.route53ZoneId !== undefined) {
     new Dns(name, { zoneId: settings.route53ZoneId, domain: settings.domain, publicIp: server.publicIp });
 }
 
-export const url = `https://${settings.domain}`;
+const databasePassword = new random.RandomPassword(`${name}-db-password`, { length: 32, special: false });
+
+/** The certificate material for the chosen source; Let's Encrypt needs none up front. */
+function certificateMaterial(s: Settings): { chain?: pulumi.Input<string>; key?: pulumi.Input<string> } {
+    switch (s.certificate) {
+        case "letsencrypt":
+            return {};
+        case "own":
+            return { chain: s.certificateChain, key: certificateKey };
+        case "self-signed": {
+            const key = new tls.PrivateKey(`${name}-tls`, { algorithm: "ECDSA", ecdsaCurve: "P256" });
+            const cert = new tls.SelfSignedCert(`${name}-tls`, {
+                privateKeyPem: key.privateKeyPem,
+                subject: { commonName: s.domain, organization: "Mattermost (self-signed)" },
+                dnsNames: s.domainIsIp ? [] : [s.domain],
+                ipAddresses: s.domainIsIp ? [s.domain] : [],
+                validityPeriodHours: 24 * 365,
+                earlyRenewalHours: 24 * 30,
+                allowedUses: ["digital_signature", "server_auth"],
+            });
+            return { chain: cert.certPem, key: pulumi.secret(key.privateKeyPem) };
+        }
+        default: {
+            const unreachable: never = s.certificate;
+            throw new Error(`unknown certificate source ${String(unreachable)}`);
+        }
+    }
+}
+const certificate = certificateMaterial(settings);
+
+const runtimeValues: Partial<Record<RuntimeValueName, pulumi.Input<string>>> = {
+    dataVolumeId: data.volumeId,
+    databasePassword: databasePassword.result,
+    certificateChain: certificate.chain,
+    certificateKey: certificate.key,
+};
+
+const setup = new ServerSetup(
+    name,
+    {
+        steps: buildServerSteps(settings),
+        hostId: server.instanceId,
+        connection: {
+            host: server.publicIp,
+            user: SSH_USER,
+            privateKey: server.sshPrivateKey,
+            // A fresh instance needs a minute or two before sshd answers.
+            dialErrorLimit: 60,
+            perDialTimeout: 10,
+        },
+        runtimeValues,
+    },
+    { dependsOn: [data.attachment] },
+);
+
+export const url = setup.done.urn.apply(() => `https://${settings.domain}`);
 export const publicIp = server.publicIp;
 export const instanceId = server.instanceId;
 export const dataVolumeId = data.volumeId;

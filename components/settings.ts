@@ -135,7 +135,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
         type: "array",
         default: "[]",
         description:
-            "CIDRs allowed to reach SSH (port 22). Pulumi installs the server over SSH, so include the address `pulumi up` runs from.",
+            "CIDRs allowed to reach SSH (port 22). None by default, and then preview stops: Pulumi installs the server over SSH, so list the address `pulumi up` runs from.",
     },
     {
         key: "route53ZoneId",
@@ -554,6 +554,11 @@ export function parseSettings(raw: RawConfig): ParseResult {
             );
         }
     });
+    if (sshAllowedCidrs.length === 0) {
+        errors.push(
+            `${fullKey("sshAllowedCidrs")} is empty, so port 22 is closed, but Pulumi installs and updates the server over SSH from the machine running \`pulumi up\`: add that machine's public address with \`pulumi config set --path '${fullKey("sshAllowedCidrs")}[0]' 203.0.113.7/32\` (and nothing wider than you need).`,
+        );
+    }
     if (sshAllowedCidrs.includes("0.0.0.0/0")) {
         warnings.push(
             `${fullKey("sshAllowedCidrs")} opens SSH (port 22) to the whole internet (0.0.0.0/0); narrow it to the addresses you deploy and administer from.`,

@@ -36,6 +36,9 @@ class Recorder implements pulumi.runtime.Mocks {
                 state.privateKeyPem = `${MOCK_SECRET_MARKERS[2]}-${args.name}`;
                 state.publicKeyOpenssh = `ssh-ed25519 AAAAmock ${args.name}`;
                 break;
+            case "tls:index/selfSignedCert:SelfSignedCert":
+                state.certPem = `-----BEGIN CERTIFICATE-----\nMOCK-${args.name}\n-----END CERTIFICATE-----\n`;
+                break;
             case "random:index/randomPassword:RandomPassword":
                 state.result = `${MOCK_SECRET_MARKERS[1]}-${args.name}`;
                 break;
@@ -83,6 +86,7 @@ class Recorder implements pulumi.runtime.Mocks {
 export const MINIMAL_CONFIG: Readonly<Record<string, string>> = {
     domain: "chat.example.com",
     mattermostSha256: "a".repeat(64),
+    sshAllowedCidrs: JSON.stringify(["198.51.100.7/32"]),
 };
 
 const PROGRAM = path.join(__dirname, "..", "..", "index.ts");
@@ -166,4 +170,16 @@ export async function programError(
         return { message: err instanceof Error ? err.message : String(err), resources: recorder.resources.length };
     }
     throw new Error("expected the program to fail on its config, but it ran");
+}
+
+const SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d";
+const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+
+/** A resource's inputs as JSON with every Pulumi secret replaced by "[secret]": what state would hold in clear text. */
+export function plainInputs(resource: RecordedResource): string {
+    return JSON.stringify(resource.inputs, (_key, value: unknown) =>
+        value !== null && typeof value === "object" && (value as Record<string, unknown>)[SECRET_SIG_KEY] === SECRET_SIG
+            ? "[secret]"
+            : value,
+    );
 }

@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
-import { MINIMAL_CONFIG, MOCK_SECRET_MARKERS, ProgramRun, runProgram } from "./mocks";
+import { MINIMAL_CONFIG, MOCK_SECRET_MARKERS, plainInputs, ProgramRun, runProgram } from "./mocks";
 import { issuePair } from "./pki";
 
 const SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule";
@@ -37,10 +37,17 @@ describe("program: default stack", function () {
         run.one("aws:ec2/routeTableAssociation:RouteTableAssociation");
     });
 
-    it("opens 80 and 443 to the world, keeps 22 closed, and describes every rule", () => {
+    it("opens 80 and 443 to the world, 22 only to the deploy CIDR, and describes every rule", () => {
         const rules = ingressPorts(run);
-        assert.deepEqual(rules.map((r) => r.port).sort(), [443, 80]);
-        assert.ok(rules.every((r) => r.cidr === "0.0.0.0/0"));
+        assert.deepEqual(rules.map((r) => r.port).sort(), [22, 443, 80]);
+        assert.deepEqual(
+            rules.filter((r) => r.port !== 22).map((r) => r.cidr),
+            ["0.0.0.0/0", "0.0.0.0/0"],
+        );
+        assert.deepEqual(
+            rules.filter((r) => r.port === 22).map((r) => r.cidr),
+            ["198.51.100.7/32"],
+        );
         for (const r of [...run.ofType(SG_INGRESS), ...run.ofType("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")]) {
             assert.ok(typeof r.inputs.description === "string" && r.inputs.description.length > 10, `${r.name} has a description`);
         }
@@ -172,13 +179,16 @@ describe("program: options and policies", function () {
                 ingressPorts(run)
                     .map((r) => r.port)
                     .sort(),
-                [443, 80],
+                [22, 443, 80],
             );
             run.one("aws:ec2/instance:Instance");
             run.one("aws:ebs/volume:Volume");
-            // The own key never reaches a resource input or a plain output in clear text.
-            const everything = JSON.stringify(run.resources.map((r) => r.inputs));
-            assert.ok(!everything.includes("PRIVATE KEY-----"), "no private key in clear text in any input");
+            // No private key (plain or as the base64 a step's stdin carries) outside a Pulumi secret.
+            const forbidden = [...MOCK_SECRET_MARKERS, "PRIVATE KEY-----", Buffer.from(pair.key).toString("base64").slice(0, 40)];
+            for (const r of run.resources) {
+                const text = plainInputs(r);
+                for (const f of forbidden) assert.ok(!text.includes(f), `${r.type} ${r.name} holds ${f.slice(0, 20)} in clear text`);
+            }
         });
     }
 });
@@ -233,10 +243,8 @@ describe("policy checks (as the policy rule sets operators run)", function () {
 
     it("the SSH private key is held only by the key resource and a secret output", () => {
         const holders = run.resources.filter((r) => JSON.stringify(r.inputs).includes(MOCK_SECRET_MARKERS[0]));
-        assert.deepEqual(
-            holders.map((r) => r.type),
-            [],
-        );
+        assert.ok(holders.length > 0 && holders.every((r) => r.type.startsWith("command:remote:")), "only the SSH commands use it");
+        for (const r of run.resources) assert.ok(!plainInputs(r).includes(MOCK_SECRET_MARKERS[0]), `${r.name} holds it in clear text`);
         assert.equal(run.outputs.sshPrivateKey.secret, true);
         assert.ok(String(run.outputs.sshPrivateKey.value).startsWith(MOCK_SECRET_MARKERS[0]));
     });

@@ -19,7 +19,12 @@ const good = issuePair("chat.example.com");
 const M = MINIMAL_CONFIG;
 
 const BAD: BadCase[] = [
-    { why: "domain missing", config: { mattermostSha256: M.mattermostSha256 }, key: "domain", fix: /pulumi config set mattermost:domain/ },
+    {
+        why: "domain missing",
+        config: { mattermostSha256: M.mattermostSha256, sshAllowedCidrs: M.sshAllowedCidrs },
+        key: "domain",
+        fix: /pulumi config set mattermost:domain/,
+    },
     { why: "domain with a scheme", config: { ...M, domain: "https://chat.example.com" }, key: "domain", fix: /no scheme, port or path/ },
     { why: "domain with a port", config: { ...M, domain: "chat.example.com:8443" }, key: "domain", fix: /fully qualified/ },
     { why: "single-label domain", config: { ...M, domain: "mattermost" }, key: "domain", fix: /fully qualified/ },
@@ -93,6 +98,12 @@ const BAD: BadCase[] = [
         key: "sshAllowedCidrs",
         fix: /did you mean 198\.51\.100\.0\/24/,
     },
+    {
+        why: "no SSH CIDR (port 22 closed, nothing can install)",
+        config: { domain: M.domain, mattermostSha256: M.mattermostSha256 },
+        key: "sshAllowedCidrs",
+        fix: /203\.0\.113\.7\/32/,
+    },
     { why: "sshAllowedCidrs not a list", config: { ...M, sshAllowedCidrs: "198.51.100.7/32" }, key: "sshAllowedCidrs", fix: /--path/ },
     { why: "own certificate missing", config: { ...M, certificate: "own" }, key: "certificateChain", fix: /< fullchain\.pem/ },
     { why: "own key missing", config: { ...M, certificate: "own", certificateChain: good.chain }, key: "certificateKey", fix: /--secret/ },
@@ -117,7 +128,12 @@ const BAD: BadCase[] = [
         fix: /match/,
     },
     { why: "version with a v prefix", config: { ...M, mattermostVersion: "v10.11.4" }, key: "mattermostVersion", fix: /no "v" prefix/ },
-    { why: "sha256 missing", config: { domain: M.domain }, key: "mattermostSha256", fix: /mattermost-10\.11\.4-linux-amd64\.tar\.gz/ },
+    {
+        why: "sha256 missing",
+        config: { domain: M.domain, sshAllowedCidrs: M.sshAllowedCidrs },
+        key: "mattermostSha256",
+        fix: /mattermost-10\.11\.4-linux-amd64\.tar\.gz/,
+    },
     { why: "sha256 too short", config: { ...M, mattermostSha256: "abc123" }, key: "mattermostSha256", fix: /64 hexadecimal digits/ },
     {
         why: "download URL not a URL",
@@ -175,7 +191,12 @@ describe("stack config: invalid input fails before any resource, naming the key"
     }
 
     it("reports every problem at once", async () => {
-        const { message } = await programError({ domain: "bad domain", tlsMode: "x", dataVolumeSizeGiB: "-1" });
+        const { message } = await programError({
+            domain: "bad domain",
+            tlsMode: "x",
+            dataVolumeSizeGiB: "-1",
+            sshAllowedCidrs: M.sshAllowedCidrs,
+        });
         for (const key of ["domain", "tlsMode", "dataVolumeSizeGiB", "mattermostSha256"])
             assert.match(message, new RegExp(`mattermost:${key}`));
         assert.match(message, /4 problems/);
@@ -191,7 +212,7 @@ describe("settings: pure rules", () => {
         assert.equal(r.settings.certificate, "letsencrypt");
         assert.equal(r.settings.instanceType, "t3.medium");
         assert.equal(r.settings.dataVolumeSizeGiB, 20);
-        assert.deepEqual(r.settings.sshAllowedCidrs, []);
+        assert.deepEqual(r.settings.sshAllowedCidrs, ["198.51.100.7/32"]);
         assert.equal(r.settings.acmeDirectoryUrl, "https://acme-v02.api.letsencrypt.org/directory");
     });
 
