@@ -3,7 +3,14 @@
 set -euo pipefail
 
 packages=(
-  openssl openssh-client iproute2 debootstrap systemd-container shellcheck
+  # unit tests and lint
+  openssl shellcheck
+  # test hosts: systemd-nspawn containers from a debootstrap rootfs, reached over SSH
+  debootstrap systemd-container openssh-client iproute2 util-linux e2fsprogs curl jq
+  # the Mattermost stand-in (Go, built offline from Debian's packages) and its own tests
+  golang-go golang-github-lib-pq-dev postgresql libcap2-bin
+  # proxy tests
+  nginx
 )
 
 missing=()
