@@ -6,14 +6,14 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { parseSettings, Settings } from "../../components/settings";
+import { Settings } from "../../components/settings";
 import { buildServerSteps, RuntimeValueName, Step } from "../../components/steps";
 import { DATA_MOUNT } from "../../components/steps/mattermostConfig";
 import { issuePair } from "../unit/pki";
 import { buildStandinRelease, deploy, runStep, serveReleases, STANDIN_CACHE, StepFailed, StepRun } from "./driver";
+import { curlDomain, DOMAIN, hostSettings, rootSh, timed as timedInto } from "./fixture";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
-const DOMAIN = "chat.example.test";
 const V1 = "10.11.4";
 const V2 = "10.12.0";
 const V3 = "10.12.1";
@@ -38,60 +38,19 @@ const diskImage = path.join(workDir, "data.img");
 const caFile = path.join(workDir, "ca.pem");
 fs.writeFileSync(caFile, pair.ca);
 
-function settingsFor(version: string, sha256: string, baseUrl: string, extra: Record<string, string> = {}): Settings {
-    const result = parseSettings({
-        values: {
-            domain: DOMAIN,
-            tlsMode: "direct",
-            certificate: "own",
-            certificateChain: pair.chain,
-            certificateKey: pair.key,
-            mattermostVersion: version,
-            mattermostSha256: sha256,
-            mattermostDownloadBaseUrl: baseUrl,
-            sshAllowedCidrs: JSON.stringify(["10.231.0.0/24"]),
-            ...extra,
-        },
+function settingsFor(version: string, sha256: string, baseUrl: string): Settings {
+    return hostSettings({
+        tlsMode: "direct",
+        certificate: "own",
+        certificateChain: pair.chain,
+        certificateKey: pair.key,
+        mattermostVersion: version,
+        mattermostSha256: sha256,
+        mattermostDownloadBaseUrl: baseUrl,
     });
-    assert.deepEqual(result.errors, []);
-    assert.ok(result.settings);
-    return result.settings;
 }
 
-async function rootSh(host: TestHost, script: string): Promise<string> {
-    const r = await host.exec(["bash", "-c", script]);
-    if (r.code !== 0) throw new Error(`${script} failed: ${r.stderr}`);
-    return r.stdout.trim();
-}
-
-async function curlFromHost(host: TestHost, url: string, extra: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
-    return run(
-        [
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--resolve",
-            `${DOMAIN}:443:${host.address}`,
-            "--resolve",
-            `${DOMAIN}:80:${host.address}`,
-            ...extra,
-            url,
-        ],
-        {
-            check: false,
-        },
-    );
-}
-
-async function timed<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const started = Date.now();
-    try {
-        return await fn();
-    } finally {
-        timings[name] = Date.now() - started;
-    }
-}
+const timed = <T>(name: string, fn: () => Promise<T>): Promise<T> => timedInto(timings, name, fn);
 
 describe("host: install Mattermost on a systemd host over SSH", function () {
     this.timeout(20 * 60_000);
@@ -172,11 +131,11 @@ describe("host: install Mattermost on a systemd host over SSH", function () {
     });
 
     it("serves HTTPS for the domain with the right CA, redirects port 80, and offers only the configured TLS", async () => {
-        const ping = await curlFromHost(fx.host, `https://${DOMAIN}/api/v4/system/ping`, ["--cacert", caFile, "-i"]);
+        const ping = await curlDomain(fx.host, `https://${DOMAIN}/api/v4/system/ping`, ["--cacert", caFile, "-i"]);
         assert.equal(ping.code, 0, ping.stderr);
         assert.match(ping.stdout, /strict-transport-security: max-age=63072000/i);
         assert.match(ping.stdout, /"status":"OK"/);
-        const redirect = await curlFromHost(fx.host, `http://${DOMAIN}/login`, ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"]);
+        const redirect = await curlDomain(fx.host, `http://${DOMAIN}/login`, ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"]);
         assert.equal(redirect.stdout, `301 https://${DOMAIN}/login`);
         const tls11 = await run(
             [

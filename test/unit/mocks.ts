@@ -183,3 +183,14 @@ export function plainInputs(resource: RecordedResource): string {
             : value,
     );
 }
+
+/** Removes Pulumi's secret wrappers (for reading values a test already knows are secret). */
+export function unwrapSecrets(value: unknown): unknown {
+    if (Array.isArray(value)) return value.map(unwrapSecrets);
+    if (value !== null && typeof value === "object") {
+        const obj = value as Record<string, unknown>;
+        if (obj[SECRET_SIG_KEY] === SECRET_SIG) return unwrapSecrets(obj.value);
+        return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, unwrapSecrets(v)]));
+    }
+    return value;
+}
