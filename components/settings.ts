@@ -46,6 +46,8 @@ export interface Settings {
     readonly subnetId?: string;
     readonly vpcCidr: string;
     readonly availabilityZone?: string;
+    /** PEM of the CA behind a private ACME server's HTTPS (certbot trusts it via REQUESTS_CA_BUNDLE). */
+    readonly acmeCaBundle?: string;
     /** PEM chain for `certificate: own` (public material, not a secret). */
     readonly certificateChain?: string;
 }
@@ -98,6 +100,12 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
         default: "production",
         description:
             "ACME directory for certbot: `production`, `staging`, or an https URL of a private ACME CA. Mattermost's built-in client (direct mode) always uses production.",
+    },
+    {
+        key: "acmeCaBundle",
+        type: "string",
+        description:
+            "PEM of the CA that signs a private ACME server's HTTPS certificate (with `acmeServer` set to its URL); certbot trusts it.",
     },
     {
         key: "expectedUsers",
@@ -439,6 +447,12 @@ export function parseSettings(raw: RawConfig): ParseResult {
         }
     }
 
+    const acmeCaBundle = get("acmeCaBundle");
+    if (acmeCaBundle !== undefined && !/-----BEGIN CERTIFICATE-----/.test(acmeCaBundle)) {
+        errors.push(
+            `${fullKey("acmeCaBundle")} is not a PEM certificate; set it with \`pulumi config set ${fullKey("acmeCaBundle")} < acme-ca.pem\`.`,
+        );
+    }
     const tlsMode = resolveTlsMode(tlsModeSetting, expectedUsers);
     if (certificate === "letsencrypt" && tlsMode === "nginx" && emailRaw === undefined) {
         errors.push(
@@ -619,6 +633,7 @@ export function parseSettings(raw: RawConfig): ParseResult {
             letsencryptEmail: emailRaw,
             acmeDirectoryUrl,
             acmeServerSetting,
+            acmeCaBundle,
             expectedUsers,
             instanceType,
             architecture,

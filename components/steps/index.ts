@@ -2,6 +2,7 @@
 // (Pulumi over SSH to EC2) and test/host/driver.ts (SSH to a systemd container).
 import { DATA_DEVICE_NAME } from "../dataVolume";
 import { Settings } from "../settings";
+import { ACME_WEBROOT, defaultNginxSiteInput, NGINX_CACHE_DIR, renderNginxHttpOnly, renderNginxSiteVariants } from "./nginx";
 import {
     DATA_MOUNT,
     DB_NAME,
@@ -46,6 +47,72 @@ export interface StepOptions {
     readonly healthTimeoutSeconds?: number;
 }
 
+/** certbot's lineage name: fixed, so a re-issue never lands in a `-0001` copy. */
+export const CERT_NAME = "mattermost";
+export const NGINX_TLS_CERT_FILE = "/etc/nginx/tls/fullchain.pem";
+export const NGINX_TLS_KEY_FILE = "/etc/nginx/tls/privkey.pem";
+
+/** Where the TLS terminator finds its certificate, per shape and source. */
+export function tlsFiles(settings: Settings): { cert: string; key: string } {
+    switch (settings.tlsMode) {
+        case "direct":
+            return { cert: TLS_CERT_FILE, key: TLS_KEY_FILE };
+        case "nginx":
+            return settings.certificate === "letsencrypt"
+                ? { cert: `/etc/letsencrypt/live/${CERT_NAME}/fullchain.pem`, key: `/etc/letsencrypt/live/${CERT_NAME}/privkey.pem` }
+                : { cert: NGINX_TLS_CERT_FILE, key: NGINX_TLS_KEY_FILE };
+        default: {
+            const unreachable: never = settings.tlsMode;
+            throw new Error(`unknown tlsMode ${String(unreachable)}`);
+        }
+    }
+}
+
+/** The proxy step: on in the nginx shape, and in the direct shape it undoes a previous proxy. */
+export function nginxStep(settings: Settings, after: string[]): Step {
+    if (settings.tlsMode === "direct") {
+        return {
+            name: "nginx",
+            description: "no proxy in the direct shape: stop and disable nginx if an earlier shape left it",
+            script: "nginx.sh",
+            vars: { PROXY: "off" },
+            runtimeVars: {},
+            after,
+        };
+    }
+    const files = tlsFiles(settings);
+    const variants = renderNginxSiteVariants(defaultNginxSiteInput(settings.domain, files.cert, files.key));
+    const certbot = settings.certificate === "letsencrypt";
+    const vars: Record<string, string> = {
+        PROXY: "on",
+        SITE_LEGACY_HTTP2: variants.legacyHttp2,
+        SITE_HTTP2_DIRECTIVE: variants.http2Directive,
+        SITE_HTTP_ONLY: renderNginxHttpOnly({ domain: settings.domain, acmeWebroot: ACME_WEBROOT }),
+        CERT_FILE: files.cert,
+        KEY_FILE: files.key,
+        ACME_WEBROOT,
+        CACHE_DIR: NGINX_CACHE_DIR,
+        CERTBOT: certbot ? "yes" : "no",
+    };
+    if (certbot) {
+        Object.assign(vars, {
+            DOMAIN: settings.domain,
+            CERT_NAME,
+            ACME_SERVER: settings.acmeDirectoryUrl,
+            LETSENCRYPT_EMAIL: settings.letsencryptEmail ?? "",
+        });
+        if (settings.acmeCaBundle !== undefined) vars.ACME_CA_BUNDLE = settings.acmeCaBundle;
+    }
+    return {
+        name: "nginx",
+        description: certbot ? "nginx proxy with a Let's Encrypt certificate through certbot" : "nginx proxy terminating TLS",
+        script: "nginx.sh",
+        vars,
+        runtimeVars: {},
+        after,
+    };
+}
+
 export function buildServerSteps(settings: Settings, opts: StepOptions = {}): Step[] {
     const health = healthCheck(settings);
     const steps: Step[] = [
@@ -66,12 +133,14 @@ export function buildServerSteps(settings: Settings, opts: StepOptions = {}): St
             after: ["volume"],
         },
     ];
-    if (settings.tlsMode === "direct" && settings.certificate !== "letsencrypt") {
+    if (settings.certificate !== "letsencrypt") {
+        const files = tlsFiles(settings);
+        const owner = settings.tlsMode === "direct" ? "mattermost" : "root";
         steps.push({
             name: "certificate",
-            description: "the TLS certificate and key for Mattermost (owned by mattermost, key 0600)",
+            description: `the TLS certificate and key for ${settings.tlsMode === "direct" ? "Mattermost" : "nginx"} (owned by ${owner}, key 0600)`,
             script: "certificate.sh",
-            vars: { CERT_FILE: TLS_CERT_FILE, KEY_FILE: TLS_KEY_FILE, CERT_OWNER: "mattermost" },
+            vars: { CERT_FILE: files.cert, KEY_FILE: files.key, CERT_OWNER: owner },
             runtimeVars: {
                 CERT_CHAIN: { template: "{{certificateChain}}", secret: false },
                 CERT_KEY: { template: "{{certificateKey}}", secret: true },
@@ -79,6 +148,13 @@ export function buildServerSteps(settings: Settings, opts: StepOptions = {}): St
             after: ["volume"],
         });
     }
+    if (settings.tlsMode === "direct")
+        steps.push(
+            nginxStep(
+                settings,
+                steps.map((s) => s.name),
+            ),
+        );
     steps.push(
         {
             name: "mattermost",
@@ -108,6 +184,7 @@ export function buildServerSteps(settings: Settings, opts: StepOptions = {}): St
             after: ["mattermost"],
         },
     );
+    if (settings.tlsMode === "nginx") steps.push(nginxStep(settings, ["start"]));
     checkStepOrder(steps);
     return steps;
 }

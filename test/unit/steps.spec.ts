@@ -80,14 +80,12 @@ describe("Mattermost config patch", () => {
 describe("server steps", () => {
     it("orders volume, postgres, (certificate), mattermost, start", () => {
         const names = (extra: Record<string, string>) => buildServerSteps(settings(extra)).map((s) => s.name);
-        assert.deepEqual(names({ tlsMode: "direct", certificate: "self-signed" }), [
-            "volume",
-            "postgres",
-            "certificate",
-            "mattermost",
-            "start",
-        ]);
-        assert.deepEqual(names({ tlsMode: "direct", certificate: "letsencrypt" }), ["volume", "postgres", "mattermost", "start"]);
+        const order = (extra: Record<string, string>) => names(extra).join(" ");
+        assert.equal(order({ tlsMode: "direct", certificate: "self-signed" }), "volume postgres certificate nginx mattermost start");
+        assert.equal(order({ tlsMode: "direct", certificate: "letsencrypt" }), "volume postgres nginx mattermost start");
+        // The proxy comes after Mattermost has moved to loopback; in the direct shape it is switched off first.
+        assert.equal(order({ tlsMode: "nginx", certificate: "letsencrypt" }), "volume postgres mattermost start nginx");
+        assert.equal(order({ tlsMode: "nginx", certificate: "self-signed" }), "volume postgres certificate mattermost start nginx");
     });
 
     it("downloads the release for the version and architecture", () => {
@@ -141,6 +139,39 @@ describe("server steps", () => {
     });
 });
 
+describe("nginx step", () => {
+    it("direct shape: switches any proxy off", () => {
+        const step = buildServerSteps(settings({ tlsMode: "direct", certificate: "letsencrypt" })).find((s) => s.name === "nginx");
+        assert.deepEqual(step?.vars, { PROXY: "off" });
+    });
+
+    it("nginx + letsencrypt: certbot with a fixed cert name, the configured ACME server and email", () => {
+        const s = settings({ tlsMode: "nginx", acmeServer: "staging" });
+        const step = buildServerSteps(s).find((x) => x.name === "nginx");
+        assert.ok(step);
+        assert.equal(step.vars.CERTBOT, "yes");
+        assert.equal(step.vars.CERT_NAME, "mattermost");
+        assert.equal(step.vars.ACME_SERVER, "https://acme-staging-v02.api.letsencrypt.org/directory");
+        assert.equal(step.vars.LETSENCRYPT_EMAIL, "ops@example.com");
+        assert.equal(step.vars.CERT_FILE, "/etc/letsencrypt/live/mattermost/fullchain.pem");
+        assert.match(step.vars.SITE_LEGACY_HTTP2, /listen 443 ssl http2;/);
+        assert.match(step.vars.SITE_HTTP2_DIRECTIVE, /http2 on;/);
+        assert.doesNotMatch(step.vars.SITE_HTTP_ONLY, /443/);
+    });
+
+    it("nginx + own: root-owned certificate files for nginx, no certbot", () => {
+        const steps = buildServerSteps(
+            settings({ tlsMode: "nginx", certificate: "own", certificateChain: pair.chain, certificateKey: pair.key }),
+        );
+        assert.deepEqual(steps.find((x) => x.name === "certificate")?.vars, {
+            CERT_FILE: "/etc/nginx/tls/fullchain.pem",
+            KEY_FILE: "/etc/nginx/tls/privkey.pem",
+            CERT_OWNER: "root",
+        });
+        assert.equal(steps.find((x) => x.name === "nginx")?.vars.CERTBOT, "no");
+    });
+});
+
 describe("Pulumi driver under mocks", function () {
     this.timeout(30000);
 
@@ -152,6 +183,7 @@ describe("Pulumi driver under mocks", function () {
             "mattermost-volume",
             "mattermost-postgres",
             "mattermost-certificate",
+            "mattermost-nginx",
             "mattermost-mattermost",
             "mattermost-start",
         ]);

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Step: the NGINX proxy (tlsMode nginx), or its removal (tlsMode direct, so Mattermost can bind 80/443 itself).
+# With Let's Encrypt, nginx first serves port 80 only (the ACME webroot), certbot obtains the certificate with a
+# fixed --cert-name, then the TLS site is enabled. `nginx -t` runs before every reload; a failing config is never
+# loaded. Variables: PROXY (on|off); with on: SITE_LEGACY_HTTP2, SITE_HTTP2_DIRECTIVE, SITE_HTTP_ONLY, CERT_FILE,
+# KEY_FILE, ACME_WEBROOT, CACHE_DIR, CERTBOT (yes|no); with certbot: DOMAIN, CERT_NAME, ACME_SERVER,
+# LETSENCRYPT_EMAIL, optional ACME_CA_BUNDLE (PEM of a private ACME server's TLS CA).
+source "$(dirname "$0")/lib.sh"
+load_vars
+require_vars PROXY
+
+site=/etc/nginx/sites-available/mattermost
+link=/etc/nginx/sites-enabled/mattermost
+
+if [[ "$PROXY" == off ]]; then
+  if systemctl is-enabled --quiet nginx 2>/dev/null || systemctl is-active --quiet nginx 2>/dev/null; then
+    systemctl disable --now --quiet nginx
+    changed "nginx stopped and disabled (tlsMode direct: Mattermost serves 80/443)"
+  fi
+  if [[ -e "$link" ]]; then
+    rm -f "$link"
+    changed "removed $link"
+  fi
+  if systemctl is-enabled --quiet certbot.timer 2>/dev/null; then
+    systemctl disable --now --quiet certbot.timer
+    changed "certbot renewal timer disabled"
+  fi
+  exit 0
+fi
+
+require_vars SITE_LEGACY_HTTP2 SITE_HTTP2_DIRECTIVE SITE_HTTP_ONLY CERT_FILE KEY_FILE ACME_WEBROOT CACHE_DIR CERTBOT
+apt_install nginx
+[[ "$CERTBOT" == yes ]] && apt_install certbot
+
+# The default site would answer port 80 for other names and shadow nothing useful.
+if [[ -e /etc/nginx/sites-enabled/default ]]; then
+  rm -f /etc/nginx/sites-enabled/default
+  changed "removed the default nginx site"
+fi
+install -d -m 0755 "$ACME_WEBROOT"
+install -d -m 0700 -o www-data -g www-data "$CACHE_DIR"
+
+reload_needed=0
+# apply_site VAR: install the site from VAR, test it, and roll back to the previous file if nginx rejects it.
+apply_site() {
+  local var=$1 backup
+  backup=$(mktemp)
+  [[ -f "$site" ]] && cp -a "$site" "$backup"
+  if install_content "$var" "$site" 0644 root:root; then
+    ln -sfn "$site" "$link"
+    local out
+    if ! out=$(nginx -t 2>&1); then
+      if [[ -s "$backup" ]]; then cp -a "$backup" "$site"; else rm -f "$site" "$link"; fi
+      rm -f "$backup"
+      die "nginx rejected the new site (the running config is unchanged): $out"
+    fi
+    reload_needed=1
+  fi
+  ln -sfn "$site" "$link"
+  rm -f "$backup"
+}
+
+reload_nginx() {
+  systemctl enable --quiet nginx
+  if ! systemctl is-active --quiet nginx; then
+    nginx -t 2>&1 | grep -v 'syntax is ok\|test is successful' || true
+    systemctl start nginx
+    changed "started nginx"
+  elif ((reload_needed)); then
+    nginx -t >/dev/null 2>&1 || die "nginx -t failed: $(nginx -t 2>&1)"
+    systemctl reload nginx
+    changed "reloaded nginx"
+  fi
+  reload_needed=0
+}
+
+nginx_version=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
+if dpkg --compare-versions "$nginx_version" ge 1.25.1; then full=SITE_HTTP2_DIRECTIVE; else full=SITE_LEGACY_HTTP2; fi
+
+if [[ "$CERTBOT" == yes ]]; then
+  require_vars DOMAIN CERT_NAME ACME_SERVER LETSENCRYPT_EMAIL
+  if [[ -n "${ACME_CA_BUNDLE:-}" ]]; then
+    if install_content ACME_CA_BUNDLE /etc/mattermost-deploy/acme-ca.pem 0644 root:root; then :; fi
+    export REQUESTS_CA_BUNDLE=/etc/mattermost-deploy/acme-ca.pem
+    export CERTBOT_DROPIN=$'[Service]\nEnvironment=REQUESTS_CA_BUNDLE=/etc/mattermost-deploy/acme-ca.pem\n'
+    if install_content CERTBOT_DROPIN /etc/systemd/system/certbot.service.d/acme-ca.conf 0644 root:root; then systemctl daemon-reload; fi
+  fi
+  # Renewals must reload nginx, or it keeps serving the old certificate.
+  export HOOK=$'#!/bin/sh\n# Installed by mattermost-deploy: serve renewed certificates.\nnginx -t -q && systemctl reload nginx\n'
+  install_content HOOK /etc/letsencrypt/renewal-hooks/deploy/reload-nginx 0755 root:root || true
+
+  if [[ ! -s "$CERT_FILE" ]]; then
+    # No certificate yet: serve port 80 only, so the HTTP-01 challenge can be answered.
+    apply_site SITE_HTTP_ONLY
+    reload_nginx
+  fi
+  renewal="/etc/letsencrypt/renewal/$CERT_NAME.conf"
+  current_server=$(sed -n 's/^server = //p' "$renewal" 2>/dev/null || true)
+  force=()
+  if [[ -s "$CERT_FILE" && -n "$current_server" && "$current_server" != "$ACME_SERVER" ]]; then
+    force=(--force-renewal)
+    log "ACME server changed ($current_server -> $ACME_SERVER): requesting a new certificate"
+  fi
+  covers_domain() { openssl x509 -in "$CERT_FILE" -noout -ext subjectAltName 2>/dev/null | grep -qF "DNS:$DOMAIN"; }
+  if [[ ! -s "$CERT_FILE" || ${#force[@]} -gt 0 ]] || ! covers_domain; then
+    certbot certonly --non-interactive --agree-tos --no-eff-email --webroot -w "$ACME_WEBROOT" \
+      --cert-name "$CERT_NAME" -d "$DOMAIN" -m "$LETSENCRYPT_EMAIL" --server "$ACME_SERVER" \
+      --keep-until-expiring "${force[@]}" || die "certbot could not get a certificate for $DOMAIN from $ACME_SERVER (see /var/log/letsencrypt/letsencrypt.log): is DNS pointing here and port 80 open?"
+    changed "certificate for $DOMAIN from $ACME_SERVER"
+  fi
+  if ! systemctl is-enabled --quiet certbot.timer 2>/dev/null; then
+    systemctl enable --now --quiet certbot.timer
+    changed "certbot renewal timer enabled"
+  fi
+fi
+
+[[ -s "$CERT_FILE" && -s "$KEY_FILE" ]] || die "certificate $CERT_FILE or key $KEY_FILE missing"
+apply_site "$full"
+reload_nginx
