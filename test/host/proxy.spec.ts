@@ -191,6 +191,47 @@ describe("host: nginx proxy with Let's Encrypt (certbot against pebble)", functi
         assert.notEqual(after, before);
     });
 
+    it("testssl: TLS 1.2/1.3 only, forward secrecy, HSTS two years, no finding above LOW", async () => {
+        const json = path.join(workDir, "testssl.json");
+        await timed(timings, "testssl", () =>
+            run(
+                [
+                    "testssl",
+                    "--quiet",
+                    "--color",
+                    "0",
+                    "--warnings",
+                    "off",
+                    "--add-ca",
+                    path.join(workDir, "root.pem"),
+                    "--ip",
+                    host.address,
+                    "--jsonfile",
+                    json,
+                    "-p",
+                    "-f",
+                    "-h",
+                    "-U",
+                    "-s",
+                    `https://${DOMAIN}/`,
+                ],
+                { check: false, timeoutMs: 10 * 60_000 },
+            ),
+        );
+        const findings = JSON.parse(fs.readFileSync(json, "utf8")) as { id: string; severity: string; finding: string }[];
+        const byId = (id: string) => findings.find((f) => f.id === id)?.finding ?? "";
+        for (const old of ["SSLv2", "SSLv3", "TLS1", "TLS1_1"]) assert.match(byId(old), /not offered/, old);
+        assert.match(byId("TLS1_2"), /^offered/);
+        assert.match(byId("TLS1_3"), /^offered/);
+        assert.match(byId("FS") || byId("PFS"), /offered/);
+        assert.match(byId("HSTS_time"), /730 days|63072000/);
+        const serious = findings.filter((f) => ["MEDIUM", "HIGH", "CRITICAL"].includes(f.severity));
+        assert.deepEqual(
+            serious.map((f) => `${f.id}: ${f.finding}`),
+            [],
+        );
+    });
+
     it("switches to direct TLS and back by config alone, losing nothing", async () => {
         await rootSh(
             host,
