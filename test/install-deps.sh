@@ -10,7 +10,7 @@ packages=(
   # the Mattermost stand-in (Go, built offline from Debian's packages) and its own tests
   golang-go golang-github-lib-pq-dev postgresql libcap2-bin
   # proxy tests
-  nginx certbot pebble
+  nginx certbot pebble testssl.sh
 )
 
 missing=()
