@@ -1,12 +1,14 @@
 // The Pulumi driver: turns the step list into command resources over SSH, one per step, in order.
+import * as fs from "node:fs";
+
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import * as fs from "node:fs";
-import * as path from "node:path";
 
 import {
     encodeStdin,
     plainInputHash,
+    PREPARE_SCRIPTS_DIR_COMMAND,
+    readTemplate,
     REMOTE_SCRIPTS_DIR,
     RuntimeValueName,
     runtimeValueNames,
@@ -30,7 +32,7 @@ export interface ServerSetupArgs {
 /** Hash of every file in scripts/, so a change to any script re-uploads them. */
 export function scriptsDirHash(): string {
     const files = fs.readdirSync(SCRIPTS_DIR).sort();
-    return sha256(files.map((f) => `${f}\0${fs.readFileSync(path.join(SCRIPTS_DIR, f), "utf8")}`).join("\0"));
+    return sha256(files.map((f) => `${f}\0${readTemplate(f)}`).join("\0"));
 }
 
 /**
@@ -51,8 +53,7 @@ export class ServerSetup extends pulumi.ComponentResource {
             `${name}-scripts-dir`,
             {
                 connection: args.connection,
-                // CopyToRemote copies a directory *into* an existing one; start from an absent target each time.
-                create: `rm -rf ${REMOTE_SCRIPTS_DIR} && mkdir -p ${path.posix.dirname(REMOTE_SCRIPTS_DIR)}`,
+                create: PREPARE_SCRIPTS_DIR_COMMAND,
                 triggers: [scriptsHash, args.hostId],
             },
             { parent: this },

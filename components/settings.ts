@@ -26,13 +26,11 @@ export interface Settings {
     readonly domain: string;
     /** True when `domain` is an IPv4 address rather than a DNS name. */
     readonly domainIsIp: boolean;
-    readonly tlsModeSetting: TlsModeSetting;
     readonly tlsMode: TlsMode;
     readonly certificate: CertificateSource;
     readonly letsencryptEmail?: string;
     /** The ACME directory URL (already resolved from production/staging). */
     readonly acmeDirectoryUrl: string;
-    readonly acmeServerSetting: string;
     readonly expectedUsers: number;
     readonly instanceType: string;
     readonly architecture: Architecture;
@@ -627,12 +625,10 @@ export function parseSettings(raw: RawConfig): ParseResult {
         settings: {
             domain,
             domainIsIp,
-            tlsModeSetting,
             tlsMode,
             certificate,
             letsencryptEmail: emailRaw,
             acmeDirectoryUrl,
-            acmeServerSetting,
             acmeCaBundle,
             expectedUsers,
             instanceType,

@@ -4,7 +4,7 @@
 source "$(dirname "$0")/lib.sh"
 load_vars
 require_vars CERT_FILE KEY_FILE CERT_OWNER CERT_CHAIN CERT_KEY
-id "$CERT_OWNER" >/dev/null 2>&1 || useradd --system --user-group --home-dir /opt/mattermost --no-create-home --shell /usr/sbin/nologin "$CERT_OWNER"
+ensure_system_user "$CERT_OWNER" /opt/mattermost
 
 dir=$(dirname "$KEY_FILE")
 install -d -m 0750 -o root -g "$CERT_OWNER" "$dir"

@@ -69,6 +69,13 @@ apt_install() {
   changed "installed ${missing[*]}"
 }
 
+# ensure_system_user NAME HOME: a system user with its own group and no login shell.
+ensure_system_user() {
+  id "$1" >/dev/null 2>&1 && return 0
+  useradd --system --user-group --home-dir "$2" --no-create-home --shell /usr/sbin/nologin "$1"
+  changed "system user $1"
+}
+
 mark_restart_needed() {
   mkdir -p "$STATE_DIR"
   touch "$STATE_DIR/restart-mattermost"

@@ -12,10 +12,7 @@ install_dir=/opt/mattermost
 version_file="$install_dir/.deployed-version"
 apt_install curl ca-certificates python3 libcap2-bin
 
-if ! id mattermost >/dev/null 2>&1; then
-  useradd --system --user-group --home-dir "$install_dir" --no-create-home --shell /usr/sbin/nologin mattermost
-  changed "system user mattermost"
-fi
+ensure_system_user mattermost "$install_dir"
 
 version_lt() { [[ "$1" != "$2" && "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" == "$1" ]]; }
 

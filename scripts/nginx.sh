@@ -43,12 +43,11 @@ install -d -m 0700 -o www-data -g www-data "$CACHE_DIR"
 reload_needed=0
 # apply_site VAR: install the site from VAR, test it, and roll back to the previous file if nginx rejects it.
 apply_site() {
-  local var=$1 backup
+  local var=$1 backup out
   backup=$(mktemp)
   [[ -f "$site" ]] && cp -a "$site" "$backup"
   if install_content "$var" "$site" 0644 root:root; then
     ln -sfn "$site" "$link"
-    local out
     if ! out=$(nginx -t 2>&1); then
       if [[ -s "$backup" ]]; then cp -a "$backup" "$site"; else rm -f "$site" "$link"; fi
       rm -f "$backup"
@@ -56,22 +55,24 @@ apply_site() {
     fi
     reload_needed=1
   fi
-  ln -sfn "$site" "$link"
   rm -f "$backup"
+  ln -sfn "$site" "$link"
 }
 
+# reload_nginx: start nginx, or reload it when a site changed; either only after `nginx -t` passes.
 reload_nginx() {
+  local action="" out
   systemctl enable --quiet nginx
   if ! systemctl is-active --quiet nginx; then
-    nginx -t 2>&1 | grep -v 'syntax is ok\|test is successful' || true
-    systemctl start nginx
-    changed "started nginx"
+    action=start
   elif ((reload_needed)); then
-    nginx -t >/dev/null 2>&1 || die "nginx -t failed: $(nginx -t 2>&1)"
-    systemctl reload nginx
-    changed "reloaded nginx"
+    action=reload
   fi
   reload_needed=0
+  [[ -n "$action" ]] || return 0
+  out=$(nginx -t 2>&1) || die "nginx -t failed: $out"
+  systemctl "$action" nginx
+  changed "${action}ed nginx"
 }
 
 nginx_version=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')

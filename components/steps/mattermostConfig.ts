@@ -36,9 +36,13 @@ export const MOZILLA_INTERMEDIATE_GO_CIPHERS = [
 /** Two years, the HSTS max-age Mozilla recommends (at least 180 days for an A+). */
 export const HSTS_MAX_AGE_SECONDS = 63072000;
 
-/** config.json's DataSource carries no password; the real one comes from MM_SQLSETTINGS_DATASOURCE (root-only file). */
-export function dataSource(password: string): string {
-    return `postgres://${DB_USER}:${password}@127.0.0.1:5432/${DB_NAME}?sslmode=disable&connect_timeout=10`;
+/**
+ * The local PostgreSQL DSN. config.json gets it without the password; the real one comes from
+ * MM_SQLSETTINGS_DATASOURCE (a root-only file).
+ */
+export function dataSource(password?: string): string {
+    const user = password === undefined ? DB_USER : `${DB_USER}:${password}`;
+    return `postgres://${user}@127.0.0.1:5432/${DB_NAME}?sslmode=disable&connect_timeout=10`;
 }
 
 function tlsSettings(settings: Settings, mode: TlsMode): ConfigPatch["ServiceSettings"] {
@@ -83,7 +87,7 @@ export function mattermostConfigPatch(settings: Settings): ConfigPatch {
         },
         SqlSettings: {
             DriverName: "postgres",
-            DataSource: `postgres://${DB_USER}@127.0.0.1:5432/${DB_NAME}?sslmode=disable&connect_timeout=10`,
+            DataSource: dataSource(),
         },
         FileSettings: {
             DriverName: "local",

@@ -33,6 +33,9 @@ export const SCRIPTS_DIR = path.join(__dirname, "..", "..", "scripts");
 /** Where the scripts land on the host (in the SSH user's home, so no sudo is needed to copy them). */
 export const REMOTE_SCRIPTS_DIR = "mattermost-deploy/scripts";
 
+/** Empties the scripts' target dir: copying a directory into an existing one would nest it. */
+export const PREPARE_SCRIPTS_DIR_COMMAND = `rm -rf ${REMOTE_SCRIPTS_DIR} && mkdir -p ${path.posix.dirname(REMOTE_SCRIPTS_DIR)}`;
+
 export function stepCommand(step: Step): string {
     return `sudo bash ${REMOTE_SCRIPTS_DIR}/${step.script}`;
 }
@@ -51,8 +54,16 @@ export function fillTemplate(template: string, values: Readonly<Record<string, s
     return out;
 }
 
+const templateCache = new Map<string, string>();
+
+/** A file under scripts/, read once per process (steps hash and render the same files many times). */
 export function readTemplate(file: string): string {
-    return fs.readFileSync(path.join(SCRIPTS_DIR, file), "utf8");
+    let text = templateCache.get(file);
+    if (text === undefined) {
+        text = fs.readFileSync(path.join(SCRIPTS_DIR, file), "utf8");
+        templateCache.set(file, text);
+    }
+    return text;
 }
 
 export function resolveRuntimeVar(v: RuntimeVar, values: Readonly<Partial<Record<RuntimeValueName, string>>>): string {

@@ -1,7 +1,6 @@
 // HTTPS shape 1, TLS on Mattermost itself, for the self-signed and Let's Encrypt sources (own certificates are
 // covered by install.spec.ts). Real steps over SSH to a systemd host running the stand-in.
 import { strict as assert } from "node:assert";
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -9,25 +8,14 @@ import * as path from "node:path";
 
 import { buildServerSteps, RuntimeValueName } from "../../components/steps";
 import { DATA_MOUNT, LETSENCRYPT_CACHE } from "../../components/steps/mattermostConfig";
+import { selfSignedPair } from "../unit/pki";
 import { buildStandinRelease, deploy, serveReleases, STANDIN_CACHE } from "./driver";
-import { curlDomain, DOMAIN, hostSettings, rootSh, timed } from "./fixture";
+import { curlDomain, DOMAIN, hostSettings, printTimings, rootSh, timed } from "./fixture";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
 const VERSION = "10.11.4";
 const timings: Record<string, number> = {};
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "mm-direct-"));
-
-/** A self-signed server certificate shaped like the one @pulumi/tls makes (CA:FALSE, serverAuth). */
-function selfSigned(): { cert: string; key: string; certFile: string } {
-    const keyFile = path.join(workDir, "self.key");
-    const certFile = path.join(workDir, "self.pem");
-    execFileSync("openssl", [
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", keyFile, "-out", certFile,
-        "-days", "30", "-subj", `/CN=${DOMAIN}`, "-addext", `subjectAltName=DNS:${DOMAIN}`,
-        "-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth",
-    ], { stdio: "ignore" }); // prettier-ignore
-    return { cert: fs.readFileSync(certFile, "utf8"), key: fs.readFileSync(keyFile, "utf8"), certFile };
-}
 
 describe("host: direct TLS on Mattermost", function () {
     this.timeout(20 * 60_000);
@@ -44,8 +32,7 @@ describe("host: direct TLS on Mattermost", function () {
         await releases?.close();
         await stopAllHosts();
         fs.rmSync(workDir, { recursive: true, force: true });
-        console.log("\n    scenario timings (ms):");
-        for (const [name, ms] of Object.entries(timings)) console.log(`      ${name}: ${ms}`);
+        printTimings(timings);
     });
 
     async function freshHost(name: string): Promise<TestHost> {
@@ -57,7 +44,9 @@ describe("host: direct TLS on Mattermost", function () {
 
     it("self-signed: https answers with that certificate as CA, port 80 redirects, TLS 1.2+ with AEAD suites only", async () => {
         const host = await freshHost("direct-self");
-        const pair = selfSigned();
+        const pair = selfSignedPair(DOMAIN);
+        const certFile = path.join(workDir, "self.pem");
+        fs.writeFileSync(certFile, pair.chain);
         const settings = hostSettings({
             tlsMode: "direct",
             certificate: "self-signed",
@@ -67,13 +56,13 @@ describe("host: direct TLS on Mattermost", function () {
         const values: Partial<Record<RuntimeValueName, string>> = {
             dataVolumeId: "vol-0123456789abcdef0",
             databasePassword: randomBytes(16).toString("hex"),
-            certificateChain: pair.cert,
+            certificateChain: pair.chain,
             certificateKey: pair.key,
         };
         await timed(timings, "deploy direct/self-signed", () =>
             deploy(host, buildServerSteps(settings, { dataDevice: host.diskDevices[0], healthTimeoutSeconds: 90 }), values),
         );
-        const ping = await curlDomain(host, `https://${DOMAIN}/api/v4/system/ping`, ["--cacert", pair.certFile]);
+        const ping = await curlDomain(host, `https://${DOMAIN}/api/v4/system/ping`, ["--cacert", certFile]);
         assert.equal(ping.code, 0, ping.stderr);
         assert.match(ping.stdout, /"status":"OK"/);
         const untrusted = await curlDomain(host, `https://${DOMAIN}/api/v4/system/ping`);

@@ -6,7 +6,16 @@ import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { encodeStdin, REMOTE_SCRIPTS_DIR, RuntimeValueName, SCRIPTS_DIR, Step, stepCommand, stepVariables } from "../../components/steps";
+import {
+    encodeStdin,
+    PREPARE_SCRIPTS_DIR_COMMAND,
+    REMOTE_SCRIPTS_DIR,
+    RuntimeValueName,
+    SCRIPTS_DIR,
+    Step,
+    stepCommand,
+    stepVariables,
+} from "../../components/steps";
 import { TestHost } from "./testhost";
 
 export interface StepRun {
@@ -26,7 +35,7 @@ export class StepFailed extends Error {
 }
 
 export async function uploadScripts(host: TestHost): Promise<void> {
-    const prep = await host.ssh(`rm -rf ${REMOTE_SCRIPTS_DIR} && mkdir -p ${path.posix.dirname(REMOTE_SCRIPTS_DIR)}`);
+    const prep = await host.ssh(PREPARE_SCRIPTS_DIR_COMMAND);
     if (prep.code !== 0) throw new Error(`preparing the scripts dir failed: ${prep.stderr}`);
     await host.copyTo(SCRIPTS_DIR, REMOTE_SCRIPTS_DIR);
 }

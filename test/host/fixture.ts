@@ -44,6 +44,11 @@ export function curlDomain(host: TestHost, url: string, extra: string[] = []): P
     );
 }
 
+export function printTimings(timings: Record<string, number>): void {
+    console.log("\n    scenario timings (ms):");
+    for (const [name, ms] of Object.entries(timings)) console.log(`      ${name}: ${ms}`);
+}
+
 export async function timed<T>(timings: Record<string, number>, name: string, fn: () => Promise<T>): Promise<T> {
     const started = Date.now();
     try {

@@ -11,7 +11,7 @@ import { buildServerSteps, RuntimeValueName, Step } from "../../components/steps
 import { DATA_MOUNT } from "../../components/steps/mattermostConfig";
 import { issuePair } from "../unit/pki";
 import { buildStandinRelease, deploy, runStep, serveReleases, STANDIN_CACHE, StepFailed, StepRun } from "./driver";
-import { curlDomain, DOMAIN, hostSettings, rootSh, timed as timedInto } from "./fixture";
+import { curlDomain, DOMAIN, hostSettings, printTimings, rootSh, timed as timedInto } from "./fixture";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
 const V1 = "10.11.4";
@@ -74,8 +74,7 @@ describe("host: install Mattermost on a systemd host over SSH", function () {
         await fx?.releases.close();
         await stopAllHosts();
         fs.rmSync(workDir, { recursive: true, force: true });
-        console.log("\n    scenario timings (ms):");
-        for (const [name, ms] of Object.entries(timings)) console.log(`      ${name}: ${ms}`);
+        printTimings(timings);
     });
 
     it("fresh install reaches a healthy ping", async () => {

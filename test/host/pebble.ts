@@ -157,14 +157,20 @@ async function makeTlsCert(dir: string, listenAddress: string): Promise<{ ca: st
 // ---------------------------------------------------------------------------
 // HTTP helpers
 
+function collectBody(
+    res: http.IncomingMessage,
+    resolve: (r: { status: number; body: string }) => void,
+    reject: (err: Error) => void,
+): void {
+    const chunks: Buffer[] = [];
+    res.on("data", (c: Buffer) => chunks.push(c));
+    res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
+    res.on("error", reject);
+}
+
 function httpsGet(url: string, ca: Buffer, timeoutMs = 5000): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
-        const req = https.get(url, { ca, timeout: timeoutMs }, (res) => {
-            const chunks: Buffer[] = [];
-            res.on("data", (c: Buffer) => chunks.push(c));
-            res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
-            res.on("error", reject);
-        });
+        const req = https.get(url, { ca, timeout: timeoutMs }, (res) => collectBody(res, resolve, reject));
         req.on("timeout", () => req.destroy(new Error(`timeout: GET ${url}`)));
         req.on("error", reject);
     });
@@ -173,12 +179,9 @@ function httpsGet(url: string, ca: Buffer, timeoutMs = 5000): Promise<{ status: 
 function httpPost(url: string, body: unknown): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
         const data = JSON.stringify(body);
-        const req = http.request(url, { method: "POST", headers: { "content-type": "application/json" }, timeout: 5000 }, (res) => {
-            const chunks: Buffer[] = [];
-            res.on("data", (c: Buffer) => chunks.push(c));
-            res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
-            res.on("error", reject);
-        });
+        const req = http.request(url, { method: "POST", headers: { "content-type": "application/json" }, timeout: 5000 }, (res) =>
+            collectBody(res, resolve, reject),
+        );
         req.on("timeout", () => req.destroy(new Error(`timeout: POST ${url}`)));
         req.on("error", reject);
         req.end(data);

@@ -11,7 +11,7 @@ import { buildServerSteps, RuntimeValueName } from "../../components/steps";
 import { DATA_MOUNT } from "../../components/steps/mattermostConfig";
 import { issuePair } from "../unit/pki";
 import { buildStandinRelease, deploy, serveReleases, STANDIN_CACHE } from "./driver";
-import { curlDomain, DOMAIN, hostSettings, rootSh, timed } from "./fixture";
+import { curlDomain, DOMAIN, hostSettings, printTimings, rootSh, timed } from "./fixture";
 import { Pebble, startPebble } from "./pebble";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
@@ -123,8 +123,7 @@ describe("host: nginx proxy with Let's Encrypt (certbot against pebble)", functi
         await releases?.close();
         await stopAllHosts();
         fs.rmSync(workDir, { recursive: true, force: true });
-        console.log("\n    scenario timings (ms):");
-        for (const [name, ms] of Object.entries(timings)) console.log(`      ${name}: ${ms}`);
+        printTimings(timings);
     });
 
     it("issues a real certificate through HTTP-01 and serves Mattermost through the proxy over HTTP/2", async () => {

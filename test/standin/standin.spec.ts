@@ -367,6 +367,14 @@ describe("Mattermost stand-in", function () {
     let cert = "";
     let key = "";
     let certPem = "";
+    /** ServiceSettings for TLS with the test certificate on `listen`, plus `extra`. */
+    const tlsService = (listen: string, extra: Record<string, unknown> = {}) => ({
+        ListenAddress: listen,
+        ConnectionSecurity: "TLS",
+        TLSCertFile: cert,
+        TLSKeyFile: key,
+        ...extra,
+    });
     let tarball = "";
     const running: Standin[] = [];
 
@@ -840,17 +848,13 @@ describe("Mattermost stand-in", function () {
         it("serves ping over https with the configured minimum version and ciphers, HSTS and HTTP/2", async function () {
             const port = await freePort();
             const cfg = writeConfig("tls", {
-                ServiceSettings: {
-                    ListenAddress: `:${port}`,
-                    ConnectionSecurity: "TLS",
-                    TLSCertFile: cert,
-                    TLSKeyFile: key,
+                ServiceSettings: tlsService(`:${port}`, {
                     TLSMinVer: "1.2",
                     TLSStrictTransport: true,
                     TLSStrictTransportMaxAge: 31536000,
                     TLSOverwriteCiphers: ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"],
                     SiteURL: `https://localhost:${port}`,
-                },
+                }),
                 FileSettings: { Directory: path.join(work, "data-tls") },
             });
             const s = start(["-c", cfg]);
@@ -900,14 +904,10 @@ describe("Mattermost stand-in", function () {
         it("TLSMinVer 1.0 lets TLS 1.1 in (control for the refusal above)", async function () {
             const port = await freePort();
             const cfg = writeConfig("tls10", {
-                ServiceSettings: {
-                    ListenAddress: `127.0.0.1:${port}`,
-                    ConnectionSecurity: "TLS",
-                    TLSCertFile: cert,
-                    TLSKeyFile: key,
+                ServiceSettings: tlsService(`127.0.0.1:${port}`, {
                     TLSMinVer: "1.0",
                     TLSOverwriteCiphers: ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"],
-                },
+                }),
                 FileSettings: { Directory: path.join(work, "data-tls") },
             });
             const s = start(["-c", cfg]);
@@ -921,13 +921,9 @@ describe("Mattermost stand-in", function () {
         it("TLSMinVer 1.3 is not an error: like Mattermost it falls back to 1.2, with a warning", async function () {
             const port = await freePort();
             const cfg = writeConfig("tls13", {
-                ServiceSettings: {
-                    ListenAddress: `127.0.0.1:${port}`,
-                    ConnectionSecurity: "TLS",
-                    TLSCertFile: cert,
-                    TLSKeyFile: key,
+                ServiceSettings: tlsService(`127.0.0.1:${port}`, {
                     TLSMinVer: "1.3",
-                },
+                }),
                 FileSettings: { Directory: path.join(work, "data-tls") },
             });
             const s = start(["-c", cfg]);
@@ -948,13 +944,9 @@ describe("Mattermost stand-in", function () {
 
         it("Forward80To443 redirects :80 to https and serves TLS on :443", async function () {
             const cfg = writeConfig("fwd", {
-                ServiceSettings: {
-                    ListenAddress: ":443",
-                    ConnectionSecurity: "TLS",
-                    TLSCertFile: cert,
-                    TLSKeyFile: key,
+                ServiceSettings: tlsService(":443", {
                     Forward80To443: true,
-                },
+                }),
                 FileSettings: { Directory: path.join(work, "data-fwd") },
             });
             const s = start(["-c", cfg]);
@@ -972,13 +964,9 @@ describe("Mattermost stand-in", function () {
             await new Promise<void>((resolve) => blocker.listen(80, () => resolve()));
             try {
                 const cfg = writeConfig("fwd-busy", {
-                    ServiceSettings: {
-                        ListenAddress: ":443",
-                        ConnectionSecurity: "TLS",
-                        TLSCertFile: cert,
-                        TLSKeyFile: key,
+                    ServiceSettings: tlsService(":443", {
                         Forward80To443: true,
-                    },
+                    }),
                     FileSettings: { Directory: path.join(work, "data-fwd") },
                 });
                 const s = start(["-c", cfg]);

@@ -106,6 +106,20 @@ async function settle<T>(output: pulumi.Output<T>): Promise<{ value: T; secret: 
     return { value, secret };
 }
 
+/** Sets the stack config (secret keys marked as `--secret` would) and fresh mocks, and unloads the program. */
+async function prepareProgram(config: Record<string, string>, secretKeys: string[] = [], preview: boolean): Promise<Recorder> {
+    const recorder = new Recorder();
+    const allConfig: Record<string, string> = { "aws:region": "eu-west-1" };
+    for (const [k, v] of Object.entries(config)) allConfig[`mattermost:${k}`] = v;
+    pulumi.runtime.setAllConfig(
+        allConfig,
+        secretKeys.map((k) => `mattermost:${k}`),
+    );
+    await pulumi.runtime.setMocks(recorder, "mattermost", "test", preview);
+    unloadProgram();
+    return recorder;
+}
+
 /**
  * Runs index.ts with the given `mattermost:*` config (values as `pulumi config` stores them: strings, lists as
  * JSON) and returns what it registered. Secret keys are marked as such, as `pulumi config set --secret` would.
@@ -114,16 +128,7 @@ export async function runProgram(
     config: Record<string, string>,
     opts: { secretKeys?: string[]; preview?: boolean } = {},
 ): Promise<ProgramRun> {
-    const recorder = new Recorder();
-    const allConfig: Record<string, string> = {};
-    for (const [k, v] of Object.entries(config)) allConfig[`mattermost:${k}`] = v;
-    allConfig["aws:region"] = "eu-west-1";
-    pulumi.runtime.setAllConfig(
-        allConfig,
-        (opts.secretKeys ?? []).map((k) => `mattermost:${k}`),
-    );
-    await pulumi.runtime.setMocks(recorder, "mattermost", "test", opts.preview ?? false);
-    unloadProgram();
+    const recorder = await prepareProgram(config, opts.secretKeys, opts.preview ?? false);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const program = require(PROGRAM) as Record<string, unknown>;
     const outputs: Record<string, { value: unknown; secret: boolean }> = {};
@@ -154,15 +159,7 @@ export async function programError(
     config: Record<string, string>,
     opts: { secretKeys?: string[] } = {},
 ): Promise<{ message: string; resources: number }> {
-    const recorder = new Recorder();
-    const allConfig: Record<string, string> = {};
-    for (const [k, v] of Object.entries(config)) allConfig[`mattermost:${k}`] = v;
-    pulumi.runtime.setAllConfig(
-        allConfig,
-        (opts.secretKeys ?? []).map((k) => `mattermost:${k}`),
-    );
-    await pulumi.runtime.setMocks(recorder, "mattermost", "test", true);
-    unloadProgram();
+    const recorder = await prepareProgram(config, opts.secretKeys, true);
     try {
         // eslint-disable-next-line @typescript-eslint/no-require-imports
         require(PROGRAM);

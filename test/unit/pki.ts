@@ -39,6 +39,21 @@ function testCa(): string {
     return dir;
 }
 
+/** A self-signed server certificate shaped like the one @pulumi/tls makes (CA:FALSE, serverAuth). */
+export function selfSignedPair(domain: string): { chain: string; key: string } {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mm-self-"));
+    try {
+        execFileSync("openssl", [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem"), "-days", "30", "-subj", `/CN=${domain}`,
+            "-addext", `subjectAltName=DNS:${domain}`, "-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth",
+        ], { stdio: "ignore" }); // prettier-ignore
+        return { chain: fs.readFileSync(path.join(dir, "cert.pem"), "utf8"), key: fs.readFileSync(path.join(dir, "key.pem"), "utf8") };
+    } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+    }
+}
+
 /** A leaf certificate for `domain` (CA:FALSE, serverAuth) issued by a per-process test CA. */
 export function issuePair(domain: string): { chain: string; key: string; ca: string } {
     const ca = testCa();
