@@ -11,6 +11,8 @@ packages=(
   golang-go golang-github-lib-pq-dev postgresql libcap2-bin
   # proxy tests
   nginx certbot pebble testssl.sh
+  # the proxy seen from a browser: headless Chromium, and certutil for its own NSS trust store
+  chromium libnss3-tools
 )
 
 missing=()

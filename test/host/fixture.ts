@@ -1,5 +1,9 @@
 // Helpers shared by the host scenarios.
 import { strict as assert } from "node:assert";
+import type { LookupFunction } from "node:net";
+
+import { WebSocketClient } from "@mattermost/client";
+import WebSocket from "ws";
 
 import { parseSettings, Settings } from "../../components/settings";
 import { run, RunResult, TestHost } from "./testhost";
@@ -56,4 +60,45 @@ export async function timed<T>(timings: Record<string, number>, name: string, fn
     } finally {
         timings[name] = Date.now() - started;
     }
+}
+
+/**
+ * Connects Mattermost's own websocket client (`@mattermost/client`) to `wss://<domain>/api/v4/websocket` on the
+ * host, trusting `ca`; resolves with the connection id from the server's `hello` and the reply to a client action.
+ */
+export function mattermostWebsocket(host: TestHost, ca: string): Promise<{ connectionId: string; actionReply: unknown }> {
+    const lookup: LookupFunction = (_name, options, callback) => {
+        if (options.all)
+            (callback as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address: host.address, family: 4 }]);
+        else callback(null, host.address, 4);
+    };
+    // The client reads `WebSocket.OPEN` and friends from the global, which Node 20 does not define; `ws` is a
+    // complete implementation of that API.
+    (globalThis as { WebSocket?: unknown }).WebSocket ??= WebSocket;
+    return new Promise((resolve, reject) => {
+        const client = new WebSocketClient({
+            // `ws` has the browser WebSocket members the client uses (on* handlers, send, close, readyState).
+            newWebSocketFn: (url: string) => new WebSocket(url, { ca, lookup }) as unknown as globalThis.WebSocket,
+            maxWebSocketFails: 1,
+        });
+        const timer = setTimeout(() => {
+            client.close();
+            reject(new Error("@mattermost/client: no hello and action reply within 10 s"));
+        }, 10_000);
+        client.addErrorListener((event) => {
+            clearTimeout(timer);
+            client.close();
+            reject(new Error(`@mattermost/client: websocket error ${String((event as { message?: string }).message ?? event)}`));
+        });
+        client.addMessageListener((message) => {
+            if (message.event !== "hello") return;
+            const connectionId = String((message.data as { connection_id: string }).connection_id);
+            client.sendMessage("user_typing", { channel_id: "town-square", parent_id: "" }, (actionReply: unknown) => {
+                clearTimeout(timer);
+                client.close();
+                resolve({ connectionId, actionReply });
+            });
+        });
+        client.initialize(`wss://${DOMAIN}/api/v4/websocket`);
+    });
 }

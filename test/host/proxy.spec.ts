@@ -10,8 +10,9 @@ import * as tls from "node:tls";
 import { buildServerSteps, RuntimeValueName } from "../../components/steps";
 import { DATA_MOUNT } from "../../components/steps/mattermostConfig";
 import { issuePair } from "../unit/pki";
+import { artifactPath, Browser } from "./browser";
 import { buildStandinRelease, deploy, serveReleases, STANDIN_CACHE } from "./driver";
-import { curlDomain, DOMAIN, hostSettings, printTimings, rootSh, timed } from "./fixture";
+import { curlDomain, DOMAIN, hostSettings, mattermostWebsocket, printTimings, rootSh, timed } from "./fixture";
 import { Pebble, startPebble } from "./pebble";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
@@ -154,6 +155,39 @@ describe("host: nginx proxy with Let's Encrypt (certbot against pebble)", functi
         const ws = await websocketHello(host, rootCa);
         assert.match(ws.status, /^HTTP\/1\.1 101/);
         assert.match(ws.firstFrame, /"event":"hello"/);
+    });
+
+    it("Mattermost's own websocket client (@mattermost/client) connects through the proxy and gets replies", async () => {
+        const { connectionId, actionReply } = await mattermostWebsocket(host, rootCa);
+        assert.match(connectionId, /^[0-9a-f]{26}$/);
+        // The client hands a reply to the callback only when its seq_reply matches the action's sequence number.
+        assert.equal((actionReply as { status: string }).status, "OK");
+    });
+
+    it("headless Chromium trusting only pebble's root loads the page over HTTP/2 and its websocket connects", async () => {
+        const hosts = { [DOMAIN]: host.address };
+        const untrusting = await Browser.launch({ hosts });
+        try {
+            const refused = await untrusting.visit(`https://${DOMAIN}/`, "#status", "websocket: connected");
+            assert.equal(refused.errorText, "net::ERR_CERT_AUTHORITY_INVALID", "negative control: no trust without the root");
+        } finally {
+            await untrusting.close();
+        }
+        const browser = await Browser.launch({ trustedCaPem: rootCa, hosts });
+        try {
+            const page = await timed(timings, "chromium: page load until websocket connected", () =>
+                browser.visit(`https://${DOMAIN}/`, "#status", "websocket: connected"),
+            );
+            assert.equal(page.errorText, undefined);
+            assert.ok(page.screenshot && page.screenshot.length > 1000);
+            const shot = artifactPath("proxy-chromium.png");
+            fs.writeFileSync(shot, page.screenshot);
+            console.log(`      artifact: ${shot}`);
+            assert.equal(page.text, "websocket: connected");
+            assert.equal(page.protocol, "h2");
+        } finally {
+            await browser.close();
+        }
     });
 
     it("keeps Mattermost's port 8065 off the network", async () => {

@@ -1004,7 +1004,14 @@ func (s *serverState) serveWebsocket(conn net.Conn, br *bufio.Reader, r *http.Re
 			continue
 		}
 		var out []byte
-		if msgOp == 0x1 {
+		var action struct {
+			Action string `json:"action"`
+			Seq    int64  `json:"seq"`
+		}
+		if msgOp == 0x1 && json.Unmarshal(msg, &action) == nil && action.Action != "" {
+			// Mattermost answers every client action with its status and the action's sequence number.
+			out, _ = json.Marshal(map[string]interface{}{"status": "OK", "seq_reply": action.Seq})
+		} else if msgOp == 0x1 {
 			out = append([]byte("echo:"), msg...)
 		} else {
 			out = msg

@@ -312,7 +312,7 @@ function connectTls(port: number, ca: string): Promise<net.Socket> {
     });
 }
 
-/** Full websocket exchange: hello, echo (also fragmented and 64 KiB), ping/pong, close. */
+/** Full websocket exchange: hello, an action reply, echo (also fragmented and 64 KiB), ping/pong, close. */
 async function websocketEcho(sock: net.Socket, host: string, wsPath: string): Promise<void> {
     const ws = new RawWs(sock);
     try {
@@ -327,6 +327,10 @@ async function websocketEcho(sock: net.Socket, host: string, wsPath: string): Pr
         ws.send(1, "hello there");
         let f = await ws.readFrame();
         assert.deepEqual([f.opcode, f.payload.toString()], [1, "echo:hello there"]);
+
+        ws.send(1, JSON.stringify({ action: "user_typing", seq: 7, data: { channel_id: "c" } }));
+        f = await ws.readFrame();
+        assert.deepEqual(JSON.parse(f.payload.toString()), { status: "OK", seq_reply: 7 });
 
         ws.send(1, "frag-", false);
         ws.send(0, "ment");
