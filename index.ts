@@ -4,6 +4,7 @@ import * as tls from "@pulumi/tls";
 
 import { DataVolume } from "./components/dataVolume";
 import { Dns } from "./components/dns";
+import { VerifiedEndpoint } from "./components/endpoint";
 import { Network } from "./components/network";
 import { ServerSetup } from "./components/remote";
 import { Server, SSH_USER } from "./components/server";
@@ -41,12 +42,12 @@ if (settings.route53ZoneId !== undefined) {
 const databasePassword = new random.RandomPassword(`${name}-db-password`, { length: 32, special: false });
 
 /** The certificate material for the chosen source; Let's Encrypt needs none up front. */
-function certificateMaterial(s: Settings): { chain?: pulumi.Input<string>; key?: pulumi.Input<string> } {
+function certificateMaterial(s: Settings): { chain?: pulumi.Input<string>; key?: pulumi.Input<string>; trustedCa?: pulumi.Input<string> } {
     switch (s.certificate) {
         case "letsencrypt":
-            return {};
+            return { trustedCa: s.endpointCaBundle };
         case "own":
-            return { chain: s.certificateChain, key: certificateKey };
+            return { chain: s.certificateChain, key: certificateKey, trustedCa: s.endpointCaBundle };
         case "self-signed": {
             const key = new tls.PrivateKey(`${name}-tls`, { algorithm: "ECDSA", ecdsaCurve: "P256" });
             const cert = new tls.SelfSignedCert(`${name}-tls`, {
@@ -58,7 +59,7 @@ function certificateMaterial(s: Settings): { chain?: pulumi.Input<string>; key?:
                 earlyRenewalHours: 24 * 30,
                 allowedUses: ["digital_signature", "server_auth"],
             });
-            return { chain: cert.certPem, key: pulumi.secret(key.privateKeyPem) };
+            return { chain: cert.certPem, key: pulumi.secret(key.privateKeyPem), trustedCa: cert.certPem };
         }
         default: {
             const unreachable: never = s.certificate;
@@ -93,7 +94,20 @@ const setup = new ServerSetup(
     { dependsOn: [data.attachment] },
 );
 
-export const url = setup.done.urn.apply(() => `https://${settings.domain}`);
+const endpoint = new VerifiedEndpoint(
+    name,
+    {
+        domain: settings.domain,
+        expectedAddress: server.publicIp,
+        caPem: certificate.trustedCa,
+        timeoutSeconds: settings.endpointTimeoutSeconds,
+        ssh: { host: server.publicIp, user: SSH_USER, privateKey: server.sshPrivateKey },
+        triggers: Object.values(setup.commands).map((c) => c.id),
+    },
+    { dependsOn: [setup.done] },
+);
+
+export const url = endpoint.url;
 export const publicIp = server.publicIp;
 export const instanceId = server.instanceId;
 export const dataVolumeId = data.volumeId;

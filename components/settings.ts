@@ -48,6 +48,17 @@ export interface Settings {
     readonly acmeCaBundle?: string;
     /** PEM chain for `certificate: own` (public material, not a secret). */
     readonly certificateChain?: string;
+    /** How long `pulumi up` waits for https://<domain>/api/v4/system/ping to answer before it diagnoses. */
+    readonly endpointTimeoutSeconds: number;
+    /** PEM of the CA that issued the served certificate, when it is not publicly trusted. */
+    readonly endpointCaBundle?: string;
+    /** Daily EBS snapshots of the data volume through Data Lifecycle Manager. */
+    readonly snapshots: boolean;
+    /** UTC time of the daily snapshot, "HH:MM"; the database dump runs 30 minutes before. */
+    readonly snapshotTime: string;
+    readonly snapshotRetainCount: number;
+    /** Create the data volume from this snapshot (restore). */
+    readonly dataVolumeSnapshotId?: string;
 }
 
 /** Secret config values, in plain text only inside the program; `loadSettings` wraps them as Pulumi secrets. */
@@ -106,6 +117,19 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
             "PEM of the CA that signs a private ACME server's HTTPS certificate (with `acmeServer` set to its URL); certbot trusts it.",
     },
     {
+        key: "endpointTimeoutSeconds",
+        type: "integer",
+        default: "600",
+        description:
+            "How long `pulumi up` waits for `https://<domain>/api/v4/system/ping` to answer (certificate verified) before it fails with a diagnosis; 30..3600.",
+    },
+    {
+        key: "endpointCaBundle",
+        type: "string",
+        description:
+            "PEM of the CA that issued the served certificate when it is not publicly trusted (required with `acmeServer` staging or a private ACME URL in the nginx shape; e.g. Let's Encrypt's staging root); the endpoint check then trusts only it.",
+    },
+    {
         key: "expectedUsers",
         type: "integer",
         default: "50",
@@ -159,6 +183,30 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
         type: "boolean",
         default: "true",
         description: "Mark the data volume `protect`ed so no `pulumi up`/`destroy` can delete it (it is retained on delete regardless).",
+    },
+    {
+        key: "snapshots",
+        type: "boolean",
+        default: "true",
+        description: "Daily EBS snapshots of the data volume (Data Lifecycle Manager), after a `pg_dump` of the database onto the volume.",
+    },
+    {
+        key: "snapshotTime",
+        type: "string",
+        default: "03:00",
+        description: "UTC time (HH:MM) of the daily snapshot; the database dump runs 30 minutes earlier.",
+    },
+    {
+        key: "snapshotRetainCount",
+        type: "integer",
+        default: "7",
+        description: "How many daily snapshots to keep (1..1000).",
+    },
+    {
+        key: "dataVolumeSnapshotId",
+        type: "string",
+        description:
+            "Restore: create the data volume from this EBS snapshot (snap-…). Changing it replaces the data volume; the old one is retained.",
     },
     { key: "subnetId", type: "string", description: "Use this existing public subnet instead of creating a VPC." },
     {
@@ -618,6 +666,36 @@ export function parseSettings(raw: RawConfig): ParseResult {
         }
     }
 
+    // endpoint check
+    const endpointTimeoutSeconds = integer(get("endpointTimeoutSeconds"), "endpointTimeoutSeconds", 600, 30, 3600, errors);
+    const endpointCaBundle = get("endpointCaBundle");
+    if (endpointCaBundle !== undefined && !/-----BEGIN CERTIFICATE-----/.test(endpointCaBundle)) {
+        errors.push(
+            `${fullKey("endpointCaBundle")} is not a PEM certificate; set it with \`pulumi config set ${fullKey("endpointCaBundle")} < issuing-root.pem\`.`,
+        );
+    }
+    if (certificate === "letsencrypt" && tlsMode === "nginx" && acmeServerSetting !== "production" && endpointCaBundle === undefined) {
+        errors.push(
+            `${fullKey("endpointCaBundle")} is required with ${fullKey("acmeServer")} "${acmeServerSetting}": its certificates are not publicly trusted, so \`pulumi up\` could never verify the endpoint. Set the issuing root, e.g. for staging: \`curl -s https://letsencrypt.org/certs/staging/letsencrypt-stg-root-x1.pem | pulumi config set ${fullKey("endpointCaBundle")}\`.`,
+        );
+    }
+
+    // backups
+    const snapshots = boolean(get("snapshots"), "snapshots", true, errors);
+    const snapshotTime = get("snapshotTime") ?? "03:00";
+    if (!/^([01]\d|2[0-3]):[0-5]\d$/.test(snapshotTime)) {
+        errors.push(
+            `${fullKey("snapshotTime")} is "${snapshotTime}", which is not a UTC time HH:MM; fix with ${setCmd("snapshotTime", "03:00")}.`,
+        );
+    }
+    const snapshotRetainCount = integer(get("snapshotRetainCount"), "snapshotRetainCount", 7, 1, 1000, errors);
+    const dataVolumeSnapshotId = get("dataVolumeSnapshotId");
+    if (dataVolumeSnapshotId !== undefined && !/^snap-[0-9a-f]{8}([0-9a-f]{9})?$/.test(dataVolumeSnapshotId)) {
+        errors.push(
+            `${fullKey("dataVolumeSnapshotId")} is "${dataVolumeSnapshotId}", which is not an EBS snapshot id like snap-0123456789abcdef0 (see \`aws ec2 describe-snapshots --owner-ids self\`); fix with ${setCmd("dataVolumeSnapshotId", "snap-0123456789abcdef0")}.`,
+        );
+    }
+
     if (errors.length > 0) return { errors, warnings };
     return {
         errors,
@@ -644,6 +722,12 @@ export function parseSettings(raw: RawConfig): ParseResult {
             vpcCidr,
             availabilityZone,
             certificateChain,
+            endpointTimeoutSeconds,
+            endpointCaBundle,
+            snapshots,
+            snapshotTime,
+            snapshotRetainCount,
+            dataVolumeSnapshotId,
         },
         secrets: { certificateKey },
     };

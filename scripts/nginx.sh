@@ -2,7 +2,7 @@
 # Step: the NGINX proxy (tlsMode nginx), or its removal (tlsMode direct, so Mattermost can bind 80/443 itself).
 # With Let's Encrypt, nginx first serves port 80 only (the ACME webroot), certbot obtains the certificate with a
 # fixed --cert-name, then the TLS site is enabled. `nginx -t` runs before every reload; a failing config is never
-# loaded. Variables: PROXY (on|off); with on: SITE_LEGACY_HTTP2, SITE_HTTP2_DIRECTIVE, SITE_HTTP_ONLY, CERT_FILE,
+# loaded. When certbot fails, port 80 stays up and a transient timer re-runs this step until it succeeds. Variables: PROXY (on|off); with on: SITE_LEGACY_HTTP2, SITE_HTTP2_DIRECTIVE, SITE_HTTP_ONLY, CERT_FILE,
 # KEY_FILE, ACME_WEBROOT, CACHE_DIR, CERTBOT (yes|no); with certbot: DOMAIN, CERT_NAME, ACME_SERVER,
 # LETSENCRYPT_EMAIL, optional ACME_CA_BUNDLE (PEM of a private ACME server's TLS CA).
 source "$(dirname "$0")/lib.sh"
@@ -11,6 +11,38 @@ require_vars PROXY
 
 site=/etc/nginx/sites-available/mattermost
 link=/etc/nginx/sites-enabled/mattermost
+retry_unit=mattermost-certificate-retry
+retry_vars=/etc/mattermost-deploy/nginx-step.vars
+
+# stop_retry: the certificate exists (or the proxy is off): no more issuance retries.
+stop_retry() {
+  if systemctl is-active --quiet "$retry_unit.timer" 2>/dev/null; then
+    systemctl stop "$retry_unit.timer"
+    changed "stopped the certificate retry timer"
+  fi
+  rm -f "$retry_vars"
+}
+
+# schedule_retry: certbot failed (DNS not pointing here yet, port 80 blocked, a rate limit): keep serving port 80
+# and run this step again every 2 minutes until it succeeds; `pulumi up`'s endpoint check reports why meanwhile.
+schedule_retry() {
+  local name
+  install -d -m 0700 "$(dirname "$retry_vars")"
+  (
+    umask 077
+    for name in PROXY SITE_LEGACY_HTTP2 SITE_HTTP2_DIRECTIVE SITE_HTTP_ONLY CERT_FILE KEY_FILE ACME_WEBROOT CACHE_DIR \
+      CERTBOT DOMAIN CERT_NAME ACME_SERVER LETSENCRYPT_EMAIL ACME_CA_BUNDLE; do
+      printf '%s=%s\n' "$name" "$(printf '%s' "${!name:-}" | base64 -w0)"
+    done >"$retry_vars"
+  )
+  if ! systemctl is-active --quiet "$retry_unit.timer"; then
+    systemctl reset-failed "$retry_unit.timer" "$retry_unit.service" 2>/dev/null || :
+    # shellcheck disable=SC2016 # $0 and $1 are expanded by the inner bash, from the arguments after the script
+    systemd-run --quiet --unit="$retry_unit" --on-active=2min --on-unit-inactive=2min \
+      /bin/bash -c 'exec bash "$0" <"$1"' "$(realpath "$0")" "$retry_vars"
+    changed "certificate retry timer started (every 2 minutes: journalctl -u $retry_unit)"
+  fi
+}
 
 if [[ "$PROXY" == off ]]; then
   if systemctl is-enabled --quiet nginx 2>/dev/null || systemctl is-active --quiet nginx 2>/dev/null; then
@@ -25,6 +57,7 @@ if [[ "$PROXY" == off ]]; then
     systemctl disable --now --quiet certbot.timer
     changed "certbot renewal timer disabled"
   fi
+  stop_retry
   exit 0
 fi
 
@@ -104,11 +137,18 @@ if [[ "$CERTBOT" == yes ]]; then
   fi
   covers_domain() { openssl x509 -in "$CERT_FILE" -noout -ext subjectAltName 2>/dev/null | grep -qF "DNS:$DOMAIN"; }
   if [[ ! -s "$CERT_FILE" || ${#force[@]} -gt 0 ]] || ! covers_domain; then
-    certbot certonly --non-interactive --agree-tos --no-eff-email --webroot -w "$ACME_WEBROOT" \
+    if certbot certonly --non-interactive --agree-tos --no-eff-email --webroot -w "$ACME_WEBROOT" \
       --cert-name "$CERT_NAME" -d "$DOMAIN" -m "$LETSENCRYPT_EMAIL" --server "$ACME_SERVER" \
-      --keep-until-expiring "${force[@]}" || die "certbot could not get a certificate for $DOMAIN from $ACME_SERVER (see /var/log/letsencrypt/letsencrypt.log): is DNS pointing here and port 80 open?"
-    changed "certificate for $DOMAIN from $ACME_SERVER"
+      --keep-until-expiring "${force[@]}"; then
+      changed "certificate for $DOMAIN from $ACME_SERVER"
+    else
+      log "warning: certbot could not get a certificate for $DOMAIN from $ACME_SERVER (/var/log/letsencrypt/letsencrypt.log); retrying every 2 minutes"
+      schedule_retry
+      # Without any certificate only port 80 is served; an existing one stays in use until the new one arrives.
+      [[ -s "$CERT_FILE" ]] || exit 0
+    fi
   fi
+  [[ -s "$CERT_FILE" ]] && stop_retry
   if ! systemctl is-enabled --quiet certbot.timer 2>/dev/null; then
     systemctl enable --now --quiet certbot.timer
     changed "certbot renewal timer enabled"

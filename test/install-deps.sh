@@ -13,6 +13,8 @@ packages=(
   nginx certbot pebble testssl.sh
   # the proxy seen from a browser: headless Chromium, and certutil for its own NSS trust store
   chromium libnss3-tools
+  # the endpoint check's diagnosis: a firewall between this machine and a test host
+  nftables
 )
 
 missing=()

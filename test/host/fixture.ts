@@ -1,11 +1,13 @@
 // Helpers shared by the host scenarios.
 import { strict as assert } from "node:assert";
+import * as fs from "node:fs";
 import type { LookupFunction } from "node:net";
 
 import { WebSocketClient } from "@mattermost/client";
 import WebSocket from "ws";
 
 import { parseSettings, Settings } from "../../components/settings";
+import type { Pebble } from "./pebble";
 import { run, RunResult, TestHost } from "./testhost";
 
 export const DOMAIN = "chat.example.test";
@@ -100,5 +102,19 @@ export function mattermostWebsocket(host: TestHost, ca: string): Promise<{ conne
             });
         });
         client.initialize(`wss://${DOMAIN}/api/v4/websocket`);
+    });
+}
+
+/** Settings for the NGINX shape with Let's Encrypt served by pebble (its directory, its TLS CA, its issuing root). */
+export function pebbleNginxSettings(pebble: Pebble, issuingRoot: string, release: { sha256: string; baseUrl: string }): Settings {
+    return hostSettings({
+        tlsMode: "nginx",
+        certificate: "letsencrypt",
+        letsencryptEmail: "ops@example.test",
+        acmeServer: pebble.directoryUrl,
+        acmeCaBundle: fs.readFileSync(pebble.caBundlePath, "utf8"),
+        endpointCaBundle: issuingRoot,
+        mattermostSha256: release.sha256,
+        mattermostDownloadBaseUrl: release.baseUrl,
     });
 }

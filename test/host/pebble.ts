@@ -40,7 +40,7 @@ export interface Pebble {
     rootCaPem(): Promise<string>;
     /** pebble's intermediate that signs the leaf certificates, from /intermediates/0. */
     intermediatePem(): Promise<string>;
-    /** Make pebble's DNS answer `domain` A -> `ipv4` (overrides defaultIPv4 for that name). */
+    /** Make pebble's DNS answer `domain` A -> exactly `ipv4` (overrides defaultIPv4 for that name). */
     setAddress(domain: string, ipv4: string): Promise<void>;
     /** Kill both processes and remove the temp dir. Idempotent. */
     stop(): Promise<void>;
@@ -363,6 +363,9 @@ export async function startPebble(opts: StartPebbleOptions): Promise<Pebble> {
             intermediatePem: () => getPem("/intermediates/0"),
             async setAddress(domain: string, ipv4: string): Promise<void> {
                 if (!net.isIPv4(ipv4)) throw new Error(`not an IPv4 address: ${ipv4}`);
+                // add-a appends to the name's answers; clear first so the answer is exactly this address.
+                const cleared = await httpPost(`${dnsMgmtUrl}/clear-a`, { host: domain });
+                if (cleared.status !== 200) throw new Error(`challtestsrv clear-a ${domain}: ${cleared.status} ${cleared.body}`);
                 const res = await httpPost(`${dnsMgmtUrl}/add-a`, { host: domain, addresses: [ipv4] });
                 if (res.status !== 200) throw new Error(`challtestsrv add-a ${domain}: ${res.status} ${res.body}`);
             },

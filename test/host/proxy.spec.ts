@@ -12,7 +12,7 @@ import { DATA_MOUNT } from "../../components/steps/mattermostConfig";
 import { issuePair } from "../unit/pki";
 import { artifactPath, Browser } from "./browser";
 import { buildStandinRelease, deploy, serveReleases, STANDIN_CACHE } from "./driver";
-import { curlDomain, DOMAIN, hostSettings, mattermostWebsocket, printTimings, rootSh, timed } from "./fixture";
+import { curlDomain, DOMAIN, hostSettings, mattermostWebsocket, pebbleNginxSettings, printTimings, rootSh, timed } from "./fixture";
 import { Pebble, startPebble } from "./pebble";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
@@ -96,16 +96,7 @@ describe("host: nginx proxy with Let's Encrypt (certbot against pebble)", functi
         certificateKey: own.key,
     };
 
-    const nginxSettings = () =>
-        hostSettings({
-            tlsMode: "nginx",
-            certificate: "letsencrypt",
-            letsencryptEmail: "ops@example.test",
-            acmeServer: pebble.directoryUrl,
-            acmeCaBundle: fs.readFileSync(pebble.caBundlePath, "utf8"),
-            mattermostSha256: sha,
-            mattermostDownloadBaseUrl: releases.baseUrl,
-        });
+    const nginxSettings = () => pebbleNginxSettings(pebble, rootCa, { sha256: sha, baseUrl: releases.baseUrl });
     const stepsFor = (settings: ReturnType<typeof hostSettings>) =>
         buildServerSteps(settings, { dataDevice: host.diskDevices[0], healthTimeoutSeconds: 90 });
 

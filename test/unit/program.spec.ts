@@ -2,8 +2,9 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
-import { MINIMAL_CONFIG, MOCK_SECRET_MARKERS, plainInputs, ProgramRun, runProgram } from "./mocks";
-import { issuePair } from "./pki";
+import { endpointCheckScript } from "../../components/endpoint";
+import { MINIMAL_CONFIG, MOCK_SECRET_MARKERS, plainInputs, ProgramRun, runProgram, unwrapSecrets } from "./mocks";
+import { issuePair, selfSignedPair } from "./pki";
 
 const SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule";
 
@@ -99,6 +100,57 @@ describe("program: default stack", function () {
         assert.equal(run.outputs.tlsMode.value, "direct");
         assert.match(String(run.outputs.sshCommand.value), /ubuntu@203\.0\.113\.10/);
         assert.equal(run.outputs.sshPrivateKey.secret, true);
+    });
+});
+
+describe("program: the verified endpoint", function () {
+    this.timeout(60000);
+    const stagingRoot = selfSignedPair("staging-root.example.test").chain;
+
+    it("runs the endpoint check on the operator's machine after every server step, with the journal key as a secret", async () => {
+        const run = await runProgram(MINIMAL_CONFIG);
+        const check = run.one("command:local:Command");
+        assert.equal(check.name, "mattermost-endpoint-check");
+        assert.equal(check.inputs.create, "node -");
+        assert.equal(check.inputs.stdin, endpointCheckScript());
+        const env = unwrapSecrets(check.inputs.environment) as Record<string, string>;
+        assert.equal(env.MM_VERIFY_DOMAIN, "chat.example.com");
+        assert.equal(env.MM_VERIFY_ADDRESS, "203.0.113.10");
+        assert.equal(env.MM_VERIFY_TIMEOUT_SECONDS, "600");
+        assert.equal(env.MM_VERIFY_CA, "", "Let's Encrypt production: the public roots");
+        assert.match(env.MM_VERIFY_SSH_KEY, new RegExp(MOCK_SECRET_MARKERS[0]));
+        assert.ok(!plainInputs(check).includes(MOCK_SECRET_MARKERS[0]));
+        // Its triggers hold every step's id, so it cannot run before the last step and re-runs when one changes.
+        const stepIds = run
+            .ofType("command:remote:Command")
+            .filter((c) => c.name !== "mattermost-scripts-dir")
+            .map((c) => c.id);
+        assert.ok(stepIds.length >= 5);
+        for (const id of stepIds) assert.ok((check.inputs.triggers as unknown[]).includes(id), id);
+        assert.deepEqual(run.outputs.url, { value: "https://chat.example.com", secret: false });
+    });
+
+    it("trusts the generated certificate for self-signed, the configured CA for staging, and honours the timeout", async () => {
+        const selfSigned = await runProgram({ ...MINIMAL_CONFIG, certificate: "self-signed", endpointTimeoutSeconds: "120" });
+        const env1 = unwrapSecrets(selfSigned.one("command:local:Command").inputs.environment) as Record<string, string>;
+        assert.match(env1.MM_VERIFY_CA, /MOCK-mattermost-tls/);
+        assert.equal(env1.MM_VERIFY_TIMEOUT_SECONDS, "120");
+        const staging = await runProgram({
+            ...MINIMAL_CONFIG,
+            tlsMode: "nginx",
+            letsencryptEmail: "a@example.com",
+            acmeServer: "staging",
+            endpointCaBundle: stagingRoot,
+        });
+        const env2 = unwrapSecrets(staging.one("command:local:Command").inputs.environment) as Record<string, string>;
+        assert.equal(env2.MM_VERIFY_CA, stagingRoot);
+    });
+
+    it("the check script is Node-only CommonJS and runs only when asked", () => {
+        const script = endpointCheckScript();
+        const required = [...script.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]);
+        assert.ok(required.length > 0 && required.every((m) => m.startsWith("node:")), required.join(", "));
+        assert.match(script, /process\.env\.MM_VERIFY_RUN === "1"/);
     });
 });
 
@@ -243,7 +295,10 @@ describe("policy checks (as the policy rule sets operators run)", function () {
 
     it("the SSH private key is held only by the key resource and a secret output", () => {
         const holders = run.resources.filter((r) => JSON.stringify(r.inputs).includes(MOCK_SECRET_MARKERS[0]));
-        assert.ok(holders.length > 0 && holders.every((r) => r.type.startsWith("command:remote:")), "only the SSH commands use it");
+        assert.ok(
+            holders.length > 0 && holders.every((r) => r.type.startsWith("command:remote:") || r.name === "mattermost-endpoint-check"),
+            "only the SSH commands and the endpoint check (to read the journal) use it",
+        );
         for (const r of run.resources) assert.ok(!plainInputs(r).includes(MOCK_SECRET_MARKERS[0]), `${r.name} holds it in clear text`);
         assert.equal(run.outputs.sshPrivateKey.secret, true);
         assert.ok(String(run.outputs.sshPrivateKey.value).startsWith(MOCK_SECRET_MARKERS[0]));

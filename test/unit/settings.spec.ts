@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 
 import { CONFIG_KEYS, isFqdn, parseCidr, parseSettings, resolveTlsMode } from "../../components/settings";
 import { MINIMAL_CONFIG, programError } from "./mocks";
-import { issuePair } from "./pki";
+import { issuePair, selfSignedPair } from "./pki";
 
 interface BadCase {
     readonly why: string;
@@ -44,6 +44,39 @@ const BAD: BadCase[] = [
         config: { ...M, certificate: "acm" },
         key: "certificate",
         fix: /"letsencrypt", "own", "self-signed"/,
+    },
+    {
+        why: "staging through nginx without the CA to verify the endpoint",
+        config: { ...M, tlsMode: "nginx", letsencryptEmail: "a@example.com", acmeServer: "staging" },
+        key: "endpointCaBundle",
+        fix: /letsencrypt-stg-root-x1\.pem \| pulumi config set mattermost:endpointCaBundle/,
+    },
+    {
+        why: "endpointCaBundle not PEM",
+        config: { ...M, endpointCaBundle: "root.pem" },
+        key: "endpointCaBundle",
+        fix: /< issuing-root\.pem/,
+    },
+    {
+        why: "endpoint timeout too short",
+        config: { ...M, endpointTimeoutSeconds: "5" },
+        key: "endpointTimeoutSeconds",
+        fix: /outside 30\.\.3600/,
+    },
+    { why: "snapshots not boolean", config: { ...M, snapshots: "daily" }, key: "snapshots", fix: /not true or false/ },
+    {
+        why: "snapshot time not HH:MM",
+        config: { ...M, snapshotTime: "3am" },
+        key: "snapshotTime",
+        fix: /config set mattermost:snapshotTime 03:00/,
+    },
+    { why: "snapshot time 24:00", config: { ...M, snapshotTime: "24:00" }, key: "snapshotTime", fix: /UTC time HH:MM/ },
+    { why: "snapshot retention zero", config: { ...M, snapshotRetainCount: "0" }, key: "snapshotRetainCount", fix: /outside 1\.\.1000/ },
+    {
+        why: "snapshot id that is a volume id",
+        config: { ...M, dataVolumeSnapshotId: "vol-0123456789abcdef0" },
+        key: "dataVolumeSnapshotId",
+        fix: /describe-snapshots/,
     },
     { why: "unknown architecture", config: { ...M, architecture: "amd64" }, key: "architecture", fix: /"x86_64", "arm64"/ },
     {
@@ -224,11 +257,15 @@ describe("settings: pure rules", () => {
     });
 
     it("maps acmeServer keywords and keeps private URLs", () => {
-        const staging = parseSettings({ values: { ...M, acmeServer: "staging", tlsMode: "nginx", letsencryptEmail: "a@example.com" } });
+        const nginx = {
+            ...M,
+            tlsMode: "nginx",
+            letsencryptEmail: "a@example.com",
+            endpointCaBundle: selfSignedPair("ca.example.test").chain,
+        };
+        const staging = parseSettings({ values: { ...nginx, acmeServer: "staging" } });
         assert.equal(staging.settings?.acmeDirectoryUrl, "https://acme-staging-v02.api.letsencrypt.org/directory");
-        const own = parseSettings({
-            values: { ...M, acmeServer: "https://ca.internal.example/acme/directory", tlsMode: "nginx", letsencryptEmail: "a@example.com" },
-        });
+        const own = parseSettings({ values: { ...nginx, acmeServer: "https://ca.internal.example/acme/directory" } });
         assert.equal(own.settings?.acmeDirectoryUrl, "https://ca.internal.example/acme/directory");
     });
 

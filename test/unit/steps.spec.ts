@@ -11,7 +11,7 @@ import {
     TLS_KEY_FILE,
 } from "../../components/steps/mattermostConfig";
 import { MINIMAL_CONFIG, plainInputs, runProgram, unwrapSecrets } from "./mocks";
-import { issuePair } from "./pki";
+import { issuePair, selfSignedPair } from "./pki";
 
 const pair = issuePair("chat.example.com");
 
@@ -146,7 +146,7 @@ describe("nginx step", () => {
     });
 
     it("nginx + letsencrypt: certbot with a fixed cert name, the configured ACME server and email", () => {
-        const s = settings({ tlsMode: "nginx", acmeServer: "staging" });
+        const s = settings({ tlsMode: "nginx", acmeServer: "staging", endpointCaBundle: selfSignedPair("stg-root.example.test").chain });
         const step = buildServerSteps(s).find((x) => x.name === "nginx");
         assert.ok(step);
         assert.equal(step.vars.CERTBOT, "yes");
