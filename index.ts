@@ -2,7 +2,8 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 
-import { DataVolume } from "./components/dataVolume";
+import { SnapshotPolicy } from "./components/backups";
+import { DataVolume, SNAPSHOT_TAG_KEY } from "./components/dataVolume";
 import { Dns } from "./components/dns";
 import { VerifiedEndpoint } from "./components/endpoint";
 import { Network } from "./components/network";
@@ -28,12 +29,25 @@ const server = new Server(name, {
     architecture: settings.architecture,
 });
 
+// Unique per stack, so two stacks in one account never snapshot (or expire) each other's volumes.
+const snapshotTagValue = `${pulumi.getProject()}-${pulumi.getStack()}`;
 const data = new DataVolume(name, {
     availabilityZone: server.availabilityZone,
     instanceId: server.instanceId,
     sizeGiB: settings.dataVolumeSizeGiB,
     protect: settings.protectDataVolume,
+    snapshotTagValue,
+    snapshotId: settings.dataVolumeSnapshotId,
 });
+
+if (settings.snapshots) {
+    new SnapshotPolicy(name, {
+        volumeArn: data.volumeArn,
+        targetTag: { key: SNAPSHOT_TAG_KEY, value: snapshotTagValue },
+        time: settings.snapshotTime,
+        retainCount: settings.snapshotRetainCount,
+    });
+}
 
 if (settings.route53ZoneId !== undefined) {
     new Dns(name, { zoneId: settings.route53ZoneId, domain: settings.domain, publicIp: server.publicIp });
@@ -91,7 +105,7 @@ const setup = new ServerSetup(
         },
         runtimeValues,
     },
-    { dependsOn: [data.attachment] },
+    { dependsOn: [data.instanceRunning] },
 );
 
 const endpoint = new VerifiedEndpoint(

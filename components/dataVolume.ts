@@ -4,8 +4,8 @@ import * as pulumi from "@pulumi/pulumi";
 /** The device name the data volume is attached as; on Nitro instances it shows up as an NVMe device. */
 export const DATA_DEVICE_NAME = "/dev/sdf";
 
-/** Tag that the snapshot policy selects on. */
-export const SNAPSHOT_TAG = { key: "mattermost-backup", value: "daily" } as const;
+/** Key of the tag that the snapshot policy selects the volume on; its value names the stack. */
+export const SNAPSHOT_TAG_KEY = "mattermost-backup";
 
 export interface DataVolumeArgs {
     readonly availabilityZone: pulumi.Input<string>;
@@ -14,6 +14,10 @@ export interface DataVolumeArgs {
     readonly sizeGiB?: number;
     /** Refuse any deletion of the volume through Pulumi. Default: true. */
     readonly protect?: boolean;
+    /** Value of the `mattermost-backup` tag the snapshot policy selects on (unique per stack). */
+    readonly snapshotTagValue: string;
+    /** Create the volume from this EBS snapshot (restore). Default: an empty volume. */
+    readonly snapshotId?: string;
 }
 
 /**
@@ -23,8 +27,11 @@ export interface DataVolumeArgs {
  */
 export class DataVolume extends pulumi.ComponentResource {
     public readonly volumeId: pulumi.Output<string>;
+    public readonly volumeArn: pulumi.Output<string>;
     public readonly deviceName: string = DATA_DEVICE_NAME;
     public readonly attachment: aws.ec2.VolumeAttachment;
+    /** The instance, running again after the (re)attachment: depend on this to use the volume. */
+    public readonly instanceRunning: aws.ec2transitgateway.InstanceState;
 
     constructor(name: string, args: DataVolumeArgs, opts?: pulumi.ComponentResourceOptions) {
         super("mattermost:index:DataVolume", name, {}, opts);
@@ -36,7 +43,8 @@ export class DataVolume extends pulumi.ComponentResource {
                 size: args.sizeGiB ?? 20,
                 type: "gp3",
                 encrypted: true,
-                tags: { Name: `${name}-volume`, [SNAPSHOT_TAG.key]: SNAPSHOT_TAG.value },
+                snapshotId: args.snapshotId,
+                tags: { Name: `${name}-volume`, [SNAPSHOT_TAG_KEY]: args.snapshotTagValue },
             },
             { parent: this, retainOnDelete: true, protect: args.protect ?? true },
         );
@@ -52,7 +60,14 @@ export class DataVolume extends pulumi.ComponentResource {
             // There is one data volume: the old attachment must go before a new instance can take it.
             { parent: this, deleteBeforeReplace: true },
         );
+        // Detaching stopped the instance (a restore replaces the volume); start it again before anything uses it.
+        this.instanceRunning = new aws.ec2transitgateway.InstanceState(
+            `${name}-instance-running`,
+            { instanceId: args.instanceId, state: "running" },
+            { parent: this, dependsOn: [this.attachment], replacementTrigger: volume.id },
+        );
         this.volumeId = volume.id;
+        this.volumeArn = volume.arn;
         this.registerOutputs({ volumeId: this.volumeId });
     }
 }

@@ -113,6 +113,38 @@ export function nginxStep(settings: Settings, after: string[]): Step {
     };
 }
 
+/** Where the daily database dumps go: on the data volume, so every snapshot carries one. */
+export const DUMP_DIR = `${DATA_MOUNT}/backups`;
+/** Dumps kept on the volume (each snapshot keeps its own copies beyond that). */
+export const DUMPS_KEPT = 3;
+
+/** The dump runs 30 minutes before the snapshot ("HH:MM" UTC, wrapping past midnight). */
+export function dumpTime(snapshotTime: string): string {
+    const [h, m] = snapshotTime.split(":").map(Number);
+    const minutes = (h * 60 + m - 30 + 24 * 60) % (24 * 60);
+    return `${String(Math.floor(minutes / 60)).padStart(2, "0")}:${String(minutes % 60).padStart(2, "0")}`;
+}
+
+export function backupStep(settings: Settings): Step {
+    return {
+        name: "backup",
+        description: `daily pg_dump onto the data volume at ${dumpTime(settings.snapshotTime)} UTC, before the snapshot`,
+        script: "backup.sh",
+        vars: {
+            DUMP_PROGRAM: readTemplate("db-dump.sh"),
+            DUMP_SERVICE: fillTemplate(readTemplate("mattermost-db-dump.service"), {
+                DATA_MOUNT,
+                DUMP_DIR,
+                DB_NAME,
+                KEEP: String(DUMPS_KEPT),
+            }),
+            DUMP_TIMER: fillTemplate(readTemplate("mattermost-db-dump.timer"), { DUMP_TIME: dumpTime(settings.snapshotTime) }),
+        },
+        runtimeVars: {},
+        after: ["postgres"],
+    };
+}
+
 export function buildServerSteps(settings: Settings, opts: StepOptions = {}): Step[] {
     const health = healthCheck(settings);
     const steps: Step[] = [
@@ -132,6 +164,7 @@ export function buildServerSteps(settings: Settings, opts: StepOptions = {}): St
             runtimeVars: { DB_PASSWORD: { template: "{{databasePassword}}", secret: true } },
             after: ["volume"],
         },
+        backupStep(settings),
     ];
     if (settings.certificate !== "letsencrypt") {
         const files = tlsFiles(settings);

@@ -53,6 +53,9 @@ class Recorder implements pulumi.runtime.Mocks {
             case "aws:ec2/subnet:Subnet":
                 state.availabilityZone = args.inputs.availabilityZone ?? "eu-west-1a";
                 break;
+            case "aws:ebs/volume:Volume":
+                state.arn = `arn:aws:ec2:eu-west-1:123456789012:volume/${id}`;
+                break;
             case "aws:ec2/keyPair:KeyPair":
                 state.keyName = `${args.name}-key`;
                 break;

@@ -87,7 +87,8 @@ describe("program: default stack", function () {
         assert.equal(volume.inputs.encrypted, true);
         assert.equal(volume.inputs.size, 20);
         assert.equal(volume.inputs.availabilityZone, "eu-west-1a", "same zone as the instance");
-        assert.equal((volume.inputs.tags as Record<string, string>)["mattermost-backup"], "daily");
+        assert.equal((volume.inputs.tags as Record<string, string>)["mattermost-backup"], "mattermost-test", "project-stack");
+        assert.equal(volume.inputs.snapshotId, undefined, "an empty volume unless restoring");
         const attachment = run.one("aws:ec2/volumeAttachment:VolumeAttachment");
         assert.equal(attachment.inputs.deviceName, "/dev/sdf");
         assert.equal(attachment.inputs.stopInstanceBeforeDetaching, true);
@@ -151,6 +152,103 @@ describe("program: the verified endpoint", function () {
         const required = [...script.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]);
         assert.ok(required.length > 0 && required.every((m) => m.startsWith("node:")), required.join(", "));
         assert.match(script, /process\.env\.MM_VERIFY_RUN === "1"/);
+    });
+});
+
+describe("program: backups and restore", function () {
+    this.timeout(60000);
+
+    it("snapshots the data volume daily through DLM by default, selected by this stack's tag", async () => {
+        const run = await runProgram(MINIMAL_CONFIG);
+        const policy = run.one("aws:dlm/lifecyclePolicy:LifecyclePolicy");
+        assert.equal(policy.inputs.state, "ENABLED");
+        const details = policy.inputs.policyDetails as {
+            resourceTypes: string[];
+            targetTags: Record<string, string>;
+            schedules: {
+                createRule: { interval: number; intervalUnit: string; times: string };
+                retainRule: { count: number };
+                tagsToAdd: Record<string, string>;
+            }[];
+        };
+        assert.deepEqual(details.resourceTypes, ["VOLUME"]);
+        assert.deepEqual(details.targetTags, { "mattermost-backup": "mattermost-test" });
+        const volume = run.one("aws:ebs/volume:Volume");
+        assert.equal(
+            (volume.inputs.tags as Record<string, string>)["mattermost-backup"],
+            "mattermost-test",
+            "the policy selects this volume",
+        );
+        assert.deepEqual(details.schedules[0].createRule, { interval: 24, intervalUnit: "HOURS", times: "03:00" });
+        assert.equal(details.schedules[0].retainRule.count, 7);
+        assert.deepEqual(details.schedules[0].tagsToAdd, { "mattermost-backup": "mattermost-test" });
+        assert.equal(policy.inputs.executionRoleArn, "arn:aws:iam::123456789012:role/mattermost-snapshot-role");
+    });
+
+    it("its role is assumable only by DLM and may snapshot only the data volume and expire only its own snapshots", async () => {
+        const run = await runProgram(MINIMAL_CONFIG);
+        const role = run.ofType("aws:iam/role:Role").find((r) => r.name === "mattermost-snapshot-role");
+        assert.ok(role);
+        const trust = JSON.parse(String(role.inputs.assumeRolePolicy)) as { Statement: { Principal: { Service: string } }[] };
+        assert.deepEqual(
+            trust.Statement.map((st) => st.Principal.Service),
+            ["dlm.amazonaws.com"],
+        );
+        const attached = run
+            .ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+            .filter((a) => String(a.inputs.role).includes("snapshot"));
+        assert.deepEqual(attached, [], "no managed policy, only the inline one");
+        const inline = run.one("aws:iam/rolePolicy:RolePolicy");
+        const doc = JSON.parse(String(inline.inputs.policy)) as {
+            Statement: { Action: string | string[]; Resource: string | string[]; Condition?: Record<string, Record<string, string>> }[];
+        };
+        const actions = doc.Statement.flatMap((st) => (Array.isArray(st.Action) ? st.Action : [st.Action])).sort();
+        assert.deepEqual(actions, [
+            "ec2:CreateSnapshot",
+            "ec2:CreateTags",
+            "ec2:DeleteSnapshot",
+            "ec2:DescribeInstances",
+            "ec2:DescribeSnapshots",
+            "ec2:DescribeVolumes",
+        ]);
+        for (const st of doc.Statement) {
+            const resources = Array.isArray(st.Resource) ? st.Resource : [st.Resource];
+            const actionList = Array.isArray(st.Action) ? st.Action : [st.Action];
+            if (resources.includes("*"))
+                assert.ok(
+                    actionList.every((a) => a.startsWith("ec2:Describe")),
+                    "only Describe on *",
+                );
+            if (actionList.includes("ec2:CreateSnapshot"))
+                assert.ok(resources.includes("arn:aws:ec2:eu-west-1:123456789012:volume/mattermost-volume-id"));
+            if (actionList.includes("ec2:DeleteSnapshot"))
+                assert.deepEqual(st.Condition, { StringEquals: { "aws:ResourceTag/mattermost-backup": "mattermost-test" } });
+        }
+    });
+
+    it("takes the schedule and retention from config, and snapshots: false removes the policy and its role", async () => {
+        const run = await runProgram({ ...MINIMAL_CONFIG, snapshotTime: "22:15", snapshotRetainCount: "30" });
+        const details = run.one("aws:dlm/lifecyclePolicy:LifecyclePolicy").inputs.policyDetails as {
+            schedules: { createRule: { times: string }; retainRule: { count: number } }[];
+        };
+        assert.equal(details.schedules[0].createRule.times, "22:15");
+        assert.equal(details.schedules[0].retainRule.count, 30);
+        const off = await runProgram({ ...MINIMAL_CONFIG, snapshots: "false" });
+        assert.deepEqual(off.ofType("aws:dlm/lifecyclePolicy:LifecyclePolicy"), []);
+        assert.ok(!off.ofType("aws:iam/role:Role").some((r) => r.name === "mattermost-snapshot-role"));
+    });
+
+    it("restores by config: dataVolumeSnapshotId creates the data volume from the snapshot", async () => {
+        const run = await runProgram({ ...MINIMAL_CONFIG, dataVolumeSnapshotId: "snap-0123456789abcdef0" });
+        assert.equal(run.one("aws:ebs/volume:Volume").inputs.snapshotId, "snap-0123456789abcdef0");
+        // Swapping the volume stops the instance to detach the old one; a new volume id replaces (re-runs) the
+        // resource that starts it again, before the server steps.
+        const running = run.one("aws:ec2transitgateway/instanceState:InstanceState");
+        assert.equal(running.inputs.state, "running");
+        assert.equal(running.inputs.instanceId, "mattermost-instance-id");
+        const source = fs.readFileSync(path.join(__dirname, "..", "..", "components", "dataVolume.ts"), "utf8");
+        assert.match(source, /dependsOn: \[this\.attachment\], replacementTrigger: volume\.id/);
+        assert.match(fs.readFileSync(path.join(__dirname, "..", "..", "index.ts"), "utf8"), /dependsOn: \[data\.instanceRunning\]/);
     });
 });
 

@@ -1,7 +1,15 @@
 import { strict as assert } from "node:assert";
 
 import { parseSettings, Settings } from "../../components/settings";
-import { buildServerSteps, encodeStdin, fillTemplate, releaseUrl, renderMattermostUnit, stepVariables } from "../../components/steps";
+import {
+    buildServerSteps,
+    dumpTime,
+    encodeStdin,
+    fillTemplate,
+    releaseUrl,
+    renderMattermostUnit,
+    stepVariables,
+} from "../../components/steps";
 import {
     HSTS_MAX_AGE_SECONDS,
     LETSENCRYPT_CACHE,
@@ -78,14 +86,26 @@ describe("Mattermost config patch", () => {
 });
 
 describe("server steps", () => {
-    it("orders volume, postgres, (certificate), mattermost, start", () => {
+    it("orders volume, postgres, backup, (certificate), mattermost, start", () => {
         const names = (extra: Record<string, string>) => buildServerSteps(settings(extra)).map((s) => s.name);
         const order = (extra: Record<string, string>) => names(extra).join(" ");
-        assert.equal(order({ tlsMode: "direct", certificate: "self-signed" }), "volume postgres certificate nginx mattermost start");
-        assert.equal(order({ tlsMode: "direct", certificate: "letsencrypt" }), "volume postgres nginx mattermost start");
+        assert.equal(order({ tlsMode: "direct", certificate: "self-signed" }), "volume postgres backup certificate nginx mattermost start");
+        assert.equal(order({ tlsMode: "direct", certificate: "letsencrypt" }), "volume postgres backup nginx mattermost start");
         // The proxy comes after Mattermost has moved to loopback; in the direct shape it is switched off first.
-        assert.equal(order({ tlsMode: "nginx", certificate: "letsencrypt" }), "volume postgres mattermost start nginx");
-        assert.equal(order({ tlsMode: "nginx", certificate: "self-signed" }), "volume postgres certificate mattermost start nginx");
+        assert.equal(order({ tlsMode: "nginx", certificate: "letsencrypt" }), "volume postgres backup mattermost start nginx");
+        assert.equal(order({ tlsMode: "nginx", certificate: "self-signed" }), "volume postgres backup certificate mattermost start nginx");
+    });
+
+    it("dumps the database 30 minutes before the snapshot, wrapping past midnight, onto the data volume", () => {
+        assert.equal(dumpTime("03:00"), "02:30");
+        assert.equal(dumpTime("00:10"), "23:40");
+        assert.equal(dumpTime("12:30"), "12:00");
+        const step = buildServerSteps(settings({ snapshotTime: "00:10" })).find((s) => s.name === "backup");
+        assert.ok(step);
+        assert.match(step.vars.DUMP_TIMER, /^OnCalendar=\*-\*-\* 23:40:00 UTC$/m);
+        assert.match(step.vars.DUMP_SERVICE, /^Environment=DUMP_DIR=\/mnt\/mattermost-data\/backups DB_NAME=mattermost KEEP=3$/m);
+        assert.match(step.vars.DUMP_SERVICE, /^RequiresMountsFor=\/mnt\/mattermost-data$/m);
+        assert.doesNotMatch(step.vars.DUMP_SERVICE + step.vars.DUMP_TIMER, /\{\{/);
     });
 
     it("downloads the release for the version and architecture", () => {
@@ -182,6 +202,7 @@ describe("Pulumi driver under mocks", function () {
             "mattermost-scripts-dir",
             "mattermost-volume",
             "mattermost-postgres",
+            "mattermost-backup",
             "mattermost-certificate",
             "mattermost-nginx",
             "mattermost-mattermost",
