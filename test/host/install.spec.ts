@@ -85,7 +85,7 @@ describe("host: install Mattermost on a systemd host over SSH", function () {
         const runs = await timed("fresh install", () => deploy(fx.host, steps, values));
         assert.deepEqual(
             runs.map((r) => r.step),
-            ["volume", "postgres", "certificate", "nginx", "mattermost", "start"],
+            ["volume", "postgres", "backup", "certificate", "nginx", "mattermost", "start"],
         );
         assert.ok(runs.find((r) => r.step === "volume")?.changes.some((c) => c.includes("created an ext4 filesystem")));
         const ping = await rootSh(fx.host, "curl -ksS https://127.0.0.1/api/v4/system/ping");
