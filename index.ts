@@ -75,13 +75,16 @@ const runtimeValues: Partial<Record<RuntimeValueName, pulumi.Input<string>>> = {
     certificateKey: certificate.key,
 };
 
+// Where Pulumi's SSH connection goes: the Elastic IP, or the private IP when deploying from inside the network.
+const sshHost = settings.sshAddress === "private" ? server.privateIp : server.publicIp;
+
 const setup = new ServerSetup(
     name,
     {
         steps: buildServerSteps(settings),
         hostId: server.instanceId,
         connection: {
-            host: server.publicIp,
+            host: sshHost,
             user: SSH_USER,
             privateKey: server.sshPrivateKey,
             // A fresh instance needs a minute or two before sshd answers.
@@ -98,5 +101,5 @@ export const publicIp = server.publicIp;
 export const instanceId = server.instanceId;
 export const dataVolumeId = data.volumeId;
 export const tlsMode = settings.tlsMode;
-export const sshCommand = pulumi.interpolate`pulumi stack output --show-secrets sshPrivateKey > mattermost.key && chmod 600 mattermost.key && ssh -i mattermost.key ${SSH_USER}@${server.publicIp}`;
+export const sshCommand = pulumi.interpolate`pulumi stack output --show-secrets sshPrivateKey > mattermost.key && chmod 600 mattermost.key && ssh -i mattermost.key ${SSH_USER}@${sshHost}`;
 export const sshPrivateKey = server.sshPrivateKey;

@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 
-import { CONFIG_KEYS, isFqdn, parseCidr, parseSettings, resolveTlsMode } from "../../components/settings";
+import { CONFIG_KEYS, isFqdn, isPrivateCidr, parseCidr, parseSettings, resolveTlsMode } from "../../components/settings";
 import { MINIMAL_CONFIG, programError } from "./mocks";
 import { issuePair } from "./pki";
 
@@ -104,6 +104,13 @@ const BAD: BadCase[] = [
         key: "sshAllowedCidrs",
         fix: /203\.0\.113\.7\/32/,
     },
+    {
+        why: "SSH only from a private range, but connecting to the Elastic IP",
+        config: { ...M, sshAllowedCidrs: JSON.stringify(["10.0.0.0/16", "192.168.10.0/24"]) },
+        key: "sshAllowedCidrs",
+        fix: /pulumi config set mattermost:sshAddress private/,
+    },
+    { why: "unknown sshAddress", config: { ...M, sshAddress: "vpn" }, key: "sshAddress", fix: /not one of "public", "private"/ },
     { why: "sshAllowedCidrs not a list", config: { ...M, sshAllowedCidrs: "198.51.100.7/32" }, key: "sshAllowedCidrs", fix: /--path/ },
     { why: "own certificate missing", config: { ...M, certificate: "own" }, key: "certificateChain", fix: /< fullchain\.pem/ },
     { why: "own key missing", config: { ...M, certificate: "own", certificateChain: good.chain }, key: "certificateKey", fix: /--secret/ },
@@ -252,6 +259,22 @@ describe("settings: pure rules", () => {
         assert.deepEqual(parseCidr("0.0.0.0/0"), { ok: true });
         assert.equal(parseCidr("10.0.0.1/8").ok, false);
         assert.equal(parseCidr("10.0.0.0/33").ok, false);
+    });
+
+    it("tells private ranges from public ones, and takes a private range with sshAddress private", () => {
+        for (const p of ["10.0.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "172.31.255.0/24", "192.168.1.7/32", "100.64.0.0/10"])
+            assert.ok(isPrivateCidr(p), p);
+        for (const p of ["0.0.0.0/0", "8.0.0.0/7", "172.32.0.0/16", "198.51.100.7/32", "100.128.0.0/16", "10.0.0.1/8"])
+            assert.ok(!isPrivateCidr(p), p);
+        const cidrs = JSON.stringify(["10.0.0.0/16"]);
+        assert.equal(parseSettings({ values: { ...M, sshAllowedCidrs: cidrs } }).errors.length, 1);
+        const priv = parseSettings({ values: { ...M, sshAllowedCidrs: cidrs, sshAddress: "private" } });
+        assert.deepEqual(priv.errors, []);
+        assert.equal(priv.settings?.sshAddress, "private");
+        // One public entry is enough for the default public address.
+        const mixed = JSON.stringify(["10.0.0.0/16", "198.51.100.7/32"]);
+        assert.deepEqual(parseSettings({ values: { ...M, sshAllowedCidrs: mixed } }).errors, []);
+        assert.equal(parseSettings({ values: { ...M } }).settings?.sshAddress, "public");
     });
 
     it("documents every key it reads (README and Pulumi.yaml are generated from the same list)", () => {
