@@ -195,6 +195,12 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
 export interface RawConfig {
     readonly values: Readonly<Record<string, string | undefined>>;
     readonly secretKeys?: ReadonlySet<string>;
+    /**
+     * Keys whose value is stored encrypted and cannot be read by this caller (the render command has no
+     * passphrase); `values` holds a placeholder for them. Only secret keys may be unreadable: their presence is
+     * checked, their content is not.
+     */
+    readonly unreadableKeys?: ReadonlySet<string>;
     /** The clock for certificate dates. Default: now. */
     readonly now?: Date;
 }
@@ -408,6 +414,16 @@ export function parseSettings(raw: RawConfig): ParseResult {
         }
     }
 
+    for (const key of raw.unreadableKeys ?? []) {
+        const doc = CONFIG_KEYS.find((k) => k.key === key);
+        if (doc !== undefined && !doc.secret) {
+            errors.push(
+                `${fullKey(key)} is stored encrypted (secure:), so it cannot be read here without the stack's passphrase, but its value is needed (only secret settings such as ${fullKey("certificateKey")} can stay unread): store it in plain text with \`pulumi config set ${fullKey(key)} <value>\`.`,
+            );
+        }
+    }
+    const unreadable = (key: string): boolean => raw.unreadableKeys?.has(key) ?? false;
+
     const certificate = oneOf<CertificateSource>(
         get("certificate"),
         "certificate",
@@ -526,7 +542,8 @@ export function parseSettings(raw: RawConfig): ParseResult {
             );
         }
         if (certificateChain !== undefined && certificateKey !== undefined && domain !== "") {
-            const check = checkOwnCertificate({ chainPem: certificateChain, keyPem: certificateKey, domain, now: raw.now ?? new Date() });
+            const keyPem = unreadable("certificateKey") ? null : certificateKey;
+            const check = checkOwnCertificate({ chainPem: certificateChain, keyPem, domain, now: raw.now ?? new Date() });
             errors.push(...check.errors);
             warnings.push(...check.warnings);
         }
@@ -681,7 +698,7 @@ export function parseSettings(raw: RawConfig): ParseResult {
             availabilityZone,
             certificateChain,
         },
-        secrets: { certificateKey },
+        secrets: { certificateKey: unreadable("certificateKey") ? undefined : certificateKey },
     };
 }
 

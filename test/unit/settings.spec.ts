@@ -277,6 +277,24 @@ describe("settings: pure rules", () => {
         assert.equal(parseSettings({ values: { ...M } }).settings?.sshAddress, "public");
     });
 
+    it("checks an encrypted key it cannot read only for presence, and still checks the chain", () => {
+        const unreadable = { secretKeys: new Set(["certificateKey"]), unreadableKeys: new Set(["certificateKey"]) };
+        const own = { ...M, certificate: "own", certificateKey: "[secret]" };
+        const ok = parseSettings({ values: { ...own, certificateChain: good.chain }, ...unreadable });
+        assert.deepEqual(ok.errors, []);
+        assert.equal(ok.secrets?.certificateKey, undefined, "the placeholder is never handed on as the key");
+        const readable = parseSettings({ values: { ...own, certificateChain: good.chain }, secretKeys: unreadable.secretKeys });
+        assert.match(readable.errors.join(), /mattermost:certificateKey is not a PEM private key/);
+        const wrongName = parseSettings({ values: { ...own, certificateChain: other.chain }, ...unreadable });
+        assert.match(wrongName.errors.join(), /mattermost:certificateChain: the server certificate .* does not cover chat\.example\.com/);
+        const email = parseSettings({
+            values: { ...M, letsencryptEmail: "[secret]" },
+            secretKeys: new Set(["letsencryptEmail"]),
+            unreadableKeys: new Set(["letsencryptEmail"]),
+        });
+        assert.match(email.errors.join(), /mattermost:letsencryptEmail is stored encrypted/);
+    });
+
     it("documents every key it reads (README and Pulumi.yaml are generated from the same list)", () => {
         const keys = CONFIG_KEYS.map((k) => k.key);
         assert.equal(new Set(keys).size, keys.length);
