@@ -122,6 +122,7 @@ describe("GitHub workflows", function () {
         assert.equal(pulumi.env.PULUMI_CONFIG_PASSPHRASE, "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}");
         const aws = preview.steps.find((s: { uses?: string }) => s.uses?.startsWith("aws-actions/configure-aws-credentials@"));
         assert.match(aws.with["role-to-assume"], /^\$\{\{ vars\.\w+ \}\}$/);
+        assert.deepEqual(doc.jobs["server-files"].permissions, { contents: "read", "pull-requests": "write" }, "no cloud access to render");
         const render = doc.jobs["server-files"].steps.map((s: { run?: string }) => s.run ?? "").join("\n");
         assert.match(render, /head\/tools\/render-diff\.sh base head render-diff/);
     });
