@@ -72,6 +72,13 @@ function shellcheck(script: string): string {
     return r.stdout;
 }
 
+/** Every stack with a stack file: each must be previewed and deployed. */
+const stacks = fs
+    .readdirSync(ROOT)
+    .map((f) => /^Pulumi\.(.+)\.yaml$/.exec(f)?.[1])
+    .filter((s): s is string => s !== undefined)
+    .sort();
+
 const workflowFiles = fs
     .readdirSync(WORKFLOWS)
     .filter((f) => /\.ya?ml$/.test(f))
@@ -80,8 +87,9 @@ const workflowFiles = fs
 describe("GitHub workflows", function () {
     this.timeout(60000);
 
-    it("are the preview and deploy workflows", () => {
+    it("are the preview and deploy workflows, for the stacks dev and prod", () => {
         assert.deepEqual(workflowFiles, ["deploy.yml", "preview.yml"]);
+        assert.deepEqual(stacks, ["dev", "prod"]);
     });
 
     for (const file of workflowFiles) {
@@ -111,7 +119,7 @@ describe("GitHub workflows", function () {
         assert.deepEqual(doc.on, { pull_request: { branches: ["main"] } });
         assert.deepEqual(doc.permissions, { "id-token": "write", contents: "read", "pull-requests": "write" });
         const preview = doc.jobs.preview;
-        assert.deepEqual(preview.strategy.matrix.stack, ["dev", "prod"]);
+        assert.deepEqual([...preview.strategy.matrix.stack].sort(), stacks, "every stack file is previewed");
         const pulumi = preview.steps.find((s: { uses?: string }) => s.uses?.startsWith("pulumi/actions@"));
         assert.deepEqual(
             { command: pulumi.with.command, diff: pulumi.with.diff, comment: pulumi.with["comment-on-pr"] },
@@ -130,9 +138,9 @@ describe("GitHub workflows", function () {
     it("deploy: dev then prod on push to main, each in its environment, never two at once per stack", () => {
         const doc = YAML.parse(fs.readFileSync(path.join(WORKFLOWS, "deploy.yml"), "utf8"));
         assert.deepEqual(doc.on, { push: { branches: ["main"] } });
-        assert.deepEqual(Object.keys(doc.jobs), ["dev", "prod"]);
+        assert.deepEqual(Object.keys(doc.jobs).sort(), stacks, "every stack file is deployed, one job each");
         assert.equal(doc.jobs.prod.needs, "dev");
-        for (const stack of ["dev", "prod"]) {
+        for (const stack of stacks) {
             const job = doc.jobs[stack];
             assert.equal(job.environment, stack);
             assert.deepEqual(job.concurrency, { group: `deploy-${stack}`, "cancel-in-progress": false });
