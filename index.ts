@@ -90,13 +90,16 @@ const runtimeValues: Partial<Record<RuntimeValueName, pulumi.Input<string>>> = {
     certificateKey: certificate.key,
 };
 
+// Where Pulumi's SSH connection goes: the Elastic IP, or the private IP when deploying from inside the network.
+const sshHost = settings.sshAddress === "private" ? server.privateIp : server.publicIp;
+
 const setup = new ServerSetup(
     name,
     {
         steps: buildServerSteps(settings),
         hostId: server.instanceId,
         connection: {
-            host: server.publicIp,
+            host: sshHost,
             user: SSH_USER,
             privateKey: server.sshPrivateKey,
             // A fresh instance needs a minute or two before sshd answers.
@@ -115,7 +118,7 @@ const endpoint = new VerifiedEndpoint(
         expectedAddress: server.publicIp,
         caPem: certificate.trustedCa,
         timeoutSeconds: settings.endpointTimeoutSeconds,
-        ssh: { host: server.publicIp, user: SSH_USER, privateKey: server.sshPrivateKey },
+        ssh: { host: sshHost, user: SSH_USER, privateKey: server.sshPrivateKey },
         triggers: Object.values(setup.commands).map((c) => c.id),
     },
     { dependsOn: [setup.done] },
@@ -126,5 +129,5 @@ export const publicIp = server.publicIp;
 export const instanceId = server.instanceId;
 export const dataVolumeId = data.volumeId;
 export const tlsMode = settings.tlsMode;
-export const sshCommand = pulumi.interpolate`pulumi stack output --show-secrets sshPrivateKey > mattermost.key && chmod 600 mattermost.key && ssh -i mattermost.key ${SSH_USER}@${server.publicIp}`;
+export const sshCommand = pulumi.interpolate`pulumi stack output --show-secrets sshPrivateKey > mattermost.key && chmod 600 mattermost.key && ssh -i mattermost.key ${SSH_USER}@${sshHost}`;
 export const sshPrivateKey = server.sshPrivateKey;

@@ -333,14 +333,16 @@ function checkValidity(cert: X509Certificate, label: string, now: Date, errors: 
 /**
  * Validates an operator's own certificate chain and private key for serving `domain`.
  * Returns all problems found; an empty `errors` list means the pair is usable.
+ * `keyPem: null` means the key exists but cannot be read here (an encrypted secret seen without the stack's
+ * passphrase, as by the render command): the key checks are skipped and the chain is checked on its own.
  */
-export function checkOwnCertificate(input: { chainPem: string; keyPem: string; domain: string; now: Date }): CertificateCheck {
+export function checkOwnCertificate(input: { chainPem: string; keyPem: string | null; domain: string; now: Date }): CertificateCheck {
     const errors: string[] = [];
     const warnings: string[] = [];
     const { now } = input;
 
     const parsed = parseChain(input.chainPem ?? "", errors);
-    const key = checkPrivateKey(input.keyPem ?? "", errors, warnings);
+    const key = input.keyPem === null ? undefined : checkPrivateKey(input.keyPem ?? "", errors, warnings);
     const allParsed = parsed.length > 0 && parsed.every((c) => c !== undefined);
     const certs = parsed.filter((c): c is X509Certificate => c !== undefined);
     if (certs.length === 0) return { errors, warnings };

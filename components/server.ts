@@ -41,6 +41,8 @@ export interface ServerArgs {
 export class Server extends pulumi.ComponentResource {
     public readonly instanceId: pulumi.Output<string>;
     public readonly publicIp: pulumi.Output<string>;
+    /** The instance's address inside its VPC (for deploying from a peered network or VPN). */
+    public readonly privateIp: pulumi.Output<string>;
     public readonly availabilityZone: pulumi.Output<string>;
     /** OpenSSH private key for user `ubuntu`; a Pulumi secret. */
     public readonly sshPrivateKey: pulumi.Output<string>;
@@ -112,12 +114,14 @@ export class Server extends pulumi.ComponentResource {
 
         this.instanceId = instance.id;
         this.publicIp = eip.publicIp;
+        this.privateIp = instance.privateIp;
         this.availabilityZone = instance.availabilityZone;
         this.sshPrivateKey = pulumi.secret(sshKey.privateKeyOpenssh);
 
         this.registerOutputs({
             instanceId: this.instanceId,
             publicIp: this.publicIp,
+            privateIp: this.privateIp,
             availabilityZone: this.availabilityZone,
             sshPrivateKey: this.sshPrivateKey,
         });

@@ -13,6 +13,8 @@ export type TlsModeSetting = "direct" | "nginx" | "auto";
 export type TlsMode = "direct" | "nginx";
 export type CertificateSource = "letsencrypt" | "own" | "self-signed";
 export type Architecture = "x86_64" | "arm64";
+/** Which address of the instance Pulumi's SSH connection uses. */
+export type SshAddress = "public" | "private";
 
 /** Users above which the proxy is the recommended shape (Mattermost's TLS page). */
 export const PROXY_RECOMMENDED_ABOVE_USERS = 200;
@@ -38,6 +40,7 @@ export interface Settings {
     readonly mattermostSha256: string;
     readonly mattermostDownloadBaseUrl: string;
     readonly sshAllowedCidrs: readonly string[];
+    readonly sshAddress: SshAddress;
     readonly route53ZoneId?: string;
     readonly dataVolumeSizeGiB: number;
     readonly protectDataVolume: boolean;
@@ -168,6 +171,13 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
             "CIDRs allowed to reach SSH (port 22). None by default, and then preview stops: Pulumi installs the server over SSH, so list the address `pulumi up` runs from.",
     },
     {
+        key: "sshAddress",
+        type: "string",
+        default: "public",
+        description:
+            "Address Pulumi's SSH connection uses: `public` (the Elastic IP) or `private` (the instance's private IP, for deploying from a runner inside a peered network or VPN listed in `sshAllowedCidrs`).",
+    },
+    {
         key: "route53ZoneId",
         type: "string",
         description: "Route53 hosted zone id; when set, an A record for `domain` points at the Elastic IP.",
@@ -233,6 +243,12 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
 export interface RawConfig {
     readonly values: Readonly<Record<string, string | undefined>>;
     readonly secretKeys?: ReadonlySet<string>;
+    /**
+     * Keys whose value is stored encrypted and cannot be read by this caller (the render command has no
+     * passphrase); `values` holds a placeholder for them. Only secret keys may be unreadable: their presence is
+     * checked, their content is not.
+     */
+    readonly unreadableKeys?: ReadonlySet<string>;
     /** The clock for certificate dates. Default: now. */
     readonly now?: Date;
 }
@@ -306,6 +322,25 @@ function cidrNetwork(ip: bigint, prefix: number): string {
     const hostBits = BigInt(32 - prefix);
     const network = (ip >> hostBits) << hostBits;
     return [24n, 16n, 8n, 0n].map((s) => ((network >> s) & 255n).toString()).join(".");
+}
+
+/** Address ranges that never reach an Elastic IP as a source address: RFC 1918 and shared (carrier-grade NAT) space. */
+export const PRIVATE_RANGES: readonly string[] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
+
+function cidrBits(cidr: string): { ip: bigint; prefix: number } {
+    const [addr, prefix] = cidr.split("/");
+    return { ip: addr.split(".").reduce((acc, o) => (acc << 8n) + BigInt(Number(o)), 0n), prefix: Number(prefix) };
+}
+
+/** True when a valid CIDR lies wholly inside one of PRIVATE_RANGES. */
+export function isPrivateCidr(cidr: string): boolean {
+    if (!parseCidr(cidr).ok) return false;
+    const c = cidrBits(cidr);
+    return PRIVATE_RANGES.some((range) => {
+        const r = cidrBits(range);
+        const shift = BigInt(32 - r.prefix);
+        return c.prefix >= r.prefix && c.ip >> shift === r.ip >> shift;
+    });
 }
 
 export function isSemver(v: string): boolean {
@@ -427,6 +462,16 @@ export function parseSettings(raw: RawConfig): ParseResult {
         }
     }
 
+    for (const key of raw.unreadableKeys ?? []) {
+        const doc = CONFIG_KEYS.find((k) => k.key === key);
+        if (doc !== undefined && !doc.secret) {
+            errors.push(
+                `${fullKey(key)} is stored encrypted (secure:), so it cannot be read here without the stack's passphrase, but its value is needed (only secret settings such as ${fullKey("certificateKey")} can stay unread): store it in plain text with \`pulumi config set ${fullKey(key)} <value>\`.`,
+            );
+        }
+    }
+    const unreadable = (key: string): boolean => raw.unreadableKeys?.has(key) ?? false;
+
     const certificate = oneOf<CertificateSource>(
         get("certificate"),
         "certificate",
@@ -545,7 +590,8 @@ export function parseSettings(raw: RawConfig): ParseResult {
             );
         }
         if (certificateChain !== undefined && certificateKey !== undefined && domain !== "") {
-            const check = checkOwnCertificate({ chainPem: certificateChain, keyPem: certificateKey, domain, now: raw.now ?? new Date() });
+            const keyPem = unreadable("certificateKey") ? null : certificateKey;
+            const check = checkOwnCertificate({ chainPem: certificateChain, keyPem, domain, now: raw.now ?? new Date() });
             errors.push(...check.errors);
             warnings.push(...check.warnings);
         }
@@ -622,6 +668,12 @@ export function parseSettings(raw: RawConfig): ParseResult {
     if (sshAllowedCidrs.includes("0.0.0.0/0")) {
         warnings.push(
             `${fullKey("sshAllowedCidrs")} opens SSH (port 22) to the whole internet (0.0.0.0/0); narrow it to the addresses you deploy and administer from.`,
+        );
+    }
+    const sshAddress = oneOf<SshAddress>(get("sshAddress"), "sshAddress", ["public", "private"], "public", errors);
+    if (sshAddress === "public" && sshAllowedCidrs.length > 0 && sshAllowedCidrs.every(isPrivateCidr)) {
+        errors.push(
+            `${fullKey("sshAllowedCidrs")} only lists private ranges (${sshAllowedCidrs.join(", ")}), but ${fullKey("sshAddress")} is "public": Pulumi would SSH to the Elastic IP, where connections never arrive from a private address. To deploy from a runner inside that network set ${setCmd("sshAddress", "private")}; to deploy over the internet list that machine's public address instead.`,
         );
     }
     const vpcCidr = get("vpcCidr") ?? "10.80.0.0/16";
@@ -715,6 +767,7 @@ export function parseSettings(raw: RawConfig): ParseResult {
             mattermostSha256,
             mattermostDownloadBaseUrl,
             sshAllowedCidrs,
+            sshAddress,
             route53ZoneId,
             dataVolumeSizeGiB,
             protectDataVolume,
@@ -729,7 +782,7 @@ export function parseSettings(raw: RawConfig): ParseResult {
             snapshotRetainCount,
             dataVolumeSnapshotId,
         },
-        secrets: { certificateKey },
+        secrets: { certificateKey: unreadable("certificateKey") ? undefined : certificateKey },
     };
 }
 

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 import { endpointCheckScript } from "../../components/endpoint";
-import { MINIMAL_CONFIG, MOCK_SECRET_MARKERS, plainInputs, ProgramRun, runProgram, unwrapSecrets } from "./mocks";
+import { MINIMAL_CONFIG, MOCK_SECRET_MARKERS, plainInputs, ProgramRun, RecordedResource, runProgram, unwrapSecrets } from "./mocks";
 import { issuePair, selfSignedPair } from "./pki";
 
 const SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule";
@@ -270,6 +270,24 @@ describe("program: options and policies", function () {
             ["198.51.100.7/32", "203.0.113.0/24"],
         );
         assert.ok(ssh.every((r) => String(r.description).includes("SSH from")));
+    });
+
+    it("with sshAddress private, installs over the instance's private IP and prints that in sshCommand", async () => {
+        const run = await runProgram({ ...MINIMAL_CONFIG, sshAllowedCidrs: JSON.stringify(["10.0.0.0/16"]), sshAddress: "private" });
+        assert.deepEqual(
+            ingressPorts(run)
+                .filter((r) => r.port === 22)
+                .map((r) => r.cidr),
+            ["10.0.0.0/16"],
+        );
+        // The connection carries the SSH key, so the whole object is a secret.
+        const host = (r: RecordedResource) => (unwrapSecrets(r.inputs.connection) as { host: string }).host;
+        const commands = [...run.ofType("command:remote:Command"), run.one("command:remote:CopyToRemote")];
+        assert.ok(commands.length > 5);
+        for (const c of commands) assert.equal(host(c), "10.80.0.10", c.name);
+        assert.match(String(run.outputs.sshCommand.value), /ubuntu@10\.80\.0\.10$/);
+        const publicRun = await runProgram({ ...MINIMAL_CONFIG });
+        for (const c of publicRun.ofType("command:remote:Command")) assert.equal(host(c), "203.0.113.10", c.name);
     });
 
     it("creates the Route53 A record only when route53ZoneId is set, pointing at the Elastic IP", async () => {

@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 
-import { CONFIG_KEYS, isFqdn, parseCidr, parseSettings, resolveTlsMode } from "../../components/settings";
+import { CONFIG_KEYS, isFqdn, isPrivateCidr, parseCidr, parseSettings, resolveTlsMode } from "../../components/settings";
 import { MINIMAL_CONFIG, programError } from "./mocks";
 import { issuePair, selfSignedPair } from "./pki";
 
@@ -137,6 +137,13 @@ const BAD: BadCase[] = [
         key: "sshAllowedCidrs",
         fix: /203\.0\.113\.7\/32/,
     },
+    {
+        why: "SSH only from a private range, but connecting to the Elastic IP",
+        config: { ...M, sshAllowedCidrs: JSON.stringify(["10.0.0.0/16", "192.168.10.0/24"]) },
+        key: "sshAllowedCidrs",
+        fix: /pulumi config set mattermost:sshAddress private/,
+    },
+    { why: "unknown sshAddress", config: { ...M, sshAddress: "vpn" }, key: "sshAddress", fix: /not one of "public", "private"/ },
     { why: "sshAllowedCidrs not a list", config: { ...M, sshAllowedCidrs: "198.51.100.7/32" }, key: "sshAllowedCidrs", fix: /--path/ },
     { why: "own certificate missing", config: { ...M, certificate: "own" }, key: "certificateChain", fix: /< fullchain\.pem/ },
     { why: "own key missing", config: { ...M, certificate: "own", certificateChain: good.chain }, key: "certificateKey", fix: /--secret/ },
@@ -289,6 +296,40 @@ describe("settings: pure rules", () => {
         assert.deepEqual(parseCidr("0.0.0.0/0"), { ok: true });
         assert.equal(parseCidr("10.0.0.1/8").ok, false);
         assert.equal(parseCidr("10.0.0.0/33").ok, false);
+    });
+
+    it("tells private ranges from public ones, and takes a private range with sshAddress private", () => {
+        for (const p of ["10.0.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "172.31.255.0/24", "192.168.1.7/32", "100.64.0.0/10"])
+            assert.ok(isPrivateCidr(p), p);
+        for (const p of ["0.0.0.0/0", "8.0.0.0/7", "172.32.0.0/16", "198.51.100.7/32", "100.128.0.0/16", "10.0.0.1/8"])
+            assert.ok(!isPrivateCidr(p), p);
+        const cidrs = JSON.stringify(["10.0.0.0/16"]);
+        assert.equal(parseSettings({ values: { ...M, sshAllowedCidrs: cidrs } }).errors.length, 1);
+        const priv = parseSettings({ values: { ...M, sshAllowedCidrs: cidrs, sshAddress: "private" } });
+        assert.deepEqual(priv.errors, []);
+        assert.equal(priv.settings?.sshAddress, "private");
+        // One public entry is enough for the default public address.
+        const mixed = JSON.stringify(["10.0.0.0/16", "198.51.100.7/32"]);
+        assert.deepEqual(parseSettings({ values: { ...M, sshAllowedCidrs: mixed } }).errors, []);
+        assert.equal(parseSettings({ values: { ...M } }).settings?.sshAddress, "public");
+    });
+
+    it("checks an encrypted key it cannot read only for presence, and still checks the chain", () => {
+        const unreadable = { secretKeys: new Set(["certificateKey"]), unreadableKeys: new Set(["certificateKey"]) };
+        const own = { ...M, certificate: "own", certificateKey: "[secret]" };
+        const ok = parseSettings({ values: { ...own, certificateChain: good.chain }, ...unreadable });
+        assert.deepEqual(ok.errors, []);
+        assert.equal(ok.secrets?.certificateKey, undefined, "the placeholder is never handed on as the key");
+        const readable = parseSettings({ values: { ...own, certificateChain: good.chain }, secretKeys: unreadable.secretKeys });
+        assert.match(readable.errors.join(), /mattermost:certificateKey is not a PEM private key/);
+        const wrongName = parseSettings({ values: { ...own, certificateChain: other.chain }, ...unreadable });
+        assert.match(wrongName.errors.join(), /mattermost:certificateChain: the server certificate .* does not cover chat\.example\.com/);
+        const email = parseSettings({
+            values: { ...M, letsencryptEmail: "[secret]" },
+            secretKeys: new Set(["letsencryptEmail"]),
+            unreadableKeys: new Set(["letsencryptEmail"]),
+        });
+        assert.match(email.errors.join(), /mattermost:letsencryptEmail is stored encrypted/);
     });
 
     it("documents every key it reads (README and Pulumi.yaml are generated from the same list)", () => {
