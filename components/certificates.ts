@@ -5,6 +5,7 @@
 // in, so the checks can be unit-tested with certificates generated on the fly.
 
 import { X509Certificate, createPrivateKey, createPublicKey, KeyObject } from "node:crypto";
+import { rootCertificates } from "node:tls";
 
 export interface CertificateCheck {
     errors: string[];
@@ -29,6 +30,33 @@ const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----
 export function parsePemCertificates(pem: string): string[] {
     const normalized = pem.replace(/\r\n?/g, "\n");
     return (normalized.match(CERT_BLOCK) ?? []).map((block) => block + "\n");
+}
+
+/**
+ * True when the chain's last certificate is one of `roots` or is signed by one (Node's bundled public roots by
+ * default: what the endpoint check trusts without `endpointCaBundle`). Unparseable input is false.
+ */
+export function chainsToRoot(chainPem: string, roots: readonly string[] = rootCertificates): boolean {
+    const pems = parsePemCertificates(chainPem);
+    const lastPem = pems[pems.length - 1];
+    if (lastPem === undefined) return false;
+    let last: X509Certificate;
+    try {
+        last = new X509Certificate(lastPem);
+    } catch {
+        return false;
+    }
+    for (const rootPem of roots) {
+        let root: X509Certificate;
+        try {
+            root = new X509Certificate(rootPem);
+        } catch {
+            continue;
+        }
+        if (root.fingerprint256 === last.fingerprint256) return true;
+        if (last.checkIssued(root) && last.verify(root.publicKey)) return true;
+    }
+    return false;
 }
 
 /** Lower-cases a DNS name and drops one trailing dot (the absolute-name form). */

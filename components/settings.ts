@@ -4,7 +4,7 @@
 import * as net from "node:net";
 import * as pulumi from "@pulumi/pulumi";
 
-import { checkOwnCertificate } from "./certificates";
+import { chainsToRoot, checkOwnCertificate, parsePemCertificates } from "./certificates";
 
 export const CONFIG_NAMESPACE = "mattermost";
 
@@ -130,7 +130,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
         key: "endpointCaBundle",
         type: "string",
         description:
-            "PEM of the CA that issued the served certificate when it is not publicly trusted (required with `acmeServer` staging or a private ACME URL in the nginx shape; e.g. Let's Encrypt's staging root); the endpoint check then trusts only it.",
+            "PEM of the CA that issued the served certificate when it is not publicly trusted: required with `acmeServer` staging or a private ACME URL in the nginx shape (e.g. Let's Encrypt's staging root) and with an own certificate from a private CA; the endpoint check then trusts only it.",
     },
     {
         key: "expectedUsers",
@@ -725,6 +725,17 @@ export function parseSettings(raw: RawConfig): ParseResult {
         errors.push(
             `${fullKey("endpointCaBundle")} is not a PEM certificate; set it with \`pulumi config set ${fullKey("endpointCaBundle")} < issuing-root.pem\`.`,
         );
+    }
+    if (certificate === "own" && certificateChain !== undefined && /-----BEGIN CERTIFICATE-----/.test(certificateChain)) {
+        if (endpointCaBundle === undefined && !chainsToRoot(certificateChain)) {
+            errors.push(
+                `${fullKey("endpointCaBundle")} is required: the chain in ${fullKey("certificateChain")} does not lead to a public root, so \`pulumi up\` could not verify the endpoint (nor would browsers without your CA). Set your CA's root with \`pulumi config set ${fullKey("endpointCaBundle")} < root-ca.pem\`, or append the missing intermediates to the chain.`,
+            );
+        } else if (endpointCaBundle !== undefined && !chainsToRoot(certificateChain, parsePemCertificates(endpointCaBundle))) {
+            errors.push(
+                `${fullKey("endpointCaBundle")} does not issue the chain in ${fullKey("certificateChain")} (its last certificate is neither in the bundle nor signed by it); set the right root with \`pulumi config set ${fullKey("endpointCaBundle")} < root-ca.pem\`.`,
+            );
+        }
     }
     if (certificate === "letsencrypt" && tlsMode === "nginx" && acmeServerSetting !== "production" && endpointCaBundle === undefined) {
         errors.push(

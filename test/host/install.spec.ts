@@ -44,6 +44,7 @@ function settingsFor(version: string, sha256: string, baseUrl: string): Settings
         certificate: "own",
         certificateChain: pair.chain,
         certificateKey: pair.key,
+        endpointCaBundle: pair.ca,
         mattermostVersion: version,
         mattermostSha256: sha256,
         mattermostDownloadBaseUrl: baseUrl,

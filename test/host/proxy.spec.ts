@@ -267,6 +267,7 @@ describe("host: nginx proxy with Let's Encrypt (certbot against pebble)", functi
             certificate: "own",
             certificateChain: own.chain,
             certificateKey: own.key,
+            endpointCaBundle: own.ca,
             mattermostSha256: sha,
             mattermostDownloadBaseUrl: releases.baseUrl,
         });

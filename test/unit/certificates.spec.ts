@@ -8,7 +8,10 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { certificateCoversName, checkOwnCertificate, parsePemCertificates } from "../../components/certificates";
+import { rootCertificates } from "node:tls";
+
+import { certificateCoversName, chainsToRoot, checkOwnCertificate, parsePemCertificates } from "../../components/certificates";
+import { issuePair, selfSignedPair } from "./pki";
 
 const CHAIN = "mattermost:certificateChain";
 const KEY = "mattermost:certificateKey";
@@ -515,5 +518,26 @@ describe("certificates", function () {
                 if (c.errors === undefined || c.warnings !== undefined) expectMessages("warnings", c.warnings);
             });
         }
+    });
+});
+
+describe("certificates: does a chain lead to a trusted root", () => {
+    const pair = issuePair("chat.example.com");
+    const selfSigned = selfSignedPair("chat.example.com");
+
+    it("a private CA's chain is not trusted by the public roots, but is by that CA", () => {
+        assert.equal(chainsToRoot(pair.chain), false);
+        assert.equal(chainsToRoot(pair.chain, [pair.ca]), true);
+        assert.equal(chainsToRoot(pair.chain, [selfSigned.chain]), false, "another CA does not");
+    });
+
+    it("a certificate that is itself in the bundle is trusted; garbage is not", () => {
+        assert.equal(chainsToRoot(selfSigned.chain, [selfSigned.chain]), true);
+        assert.equal(chainsToRoot("not a certificate", [selfSigned.chain]), false);
+    });
+
+    it("by default the public roots bundled with Node are the trusted ones", () => {
+        const anyPublicRoot = rootCertificates[0];
+        assert.equal(chainsToRoot(anyPublicRoot), true);
     });
 });

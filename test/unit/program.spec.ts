@@ -337,6 +337,7 @@ describe("program: options and policies", function () {
             const secretKeys: string[] = [];
             if (combo.certificate === "own") {
                 config.certificateChain = pair.chain;
+                config.endpointCaBundle = pair.ca;
                 config.certificateKey = pair.key;
                 secretKeys.push("certificateKey");
             }

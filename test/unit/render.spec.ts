@@ -36,6 +36,8 @@ const OWN_CERT_STACK = `config:
 ${indent(PAIR.chain)}
   mattermost:certificateKey:
     secure: ${CIPHERTEXT}
+  mattermost:endpointCaBundle: |
+${indent(PAIR.ca)}
   mattermost:mattermostSha256: "${"a".repeat(64)}"
   mattermost:sshAllowedCidrs:
     - 198.51.100.7/32

@@ -167,6 +167,26 @@ const BAD: BadCase[] = [
         key: "certificateKey",
         fix: /match/,
     },
+    {
+        why: "own certificate from a private CA without the CA to verify the endpoint",
+        config: { ...M, certificate: "own", certificateChain: good.chain, certificateKey: good.key },
+        secretKeys: ["certificateKey"],
+        key: "endpointCaBundle",
+        fix: /does not lead to a public root.*< root-ca\.pem/,
+    },
+    {
+        why: "endpointCaBundle that did not issue the own certificate",
+        config: {
+            ...M,
+            certificate: "own",
+            certificateChain: good.chain,
+            certificateKey: good.key,
+            endpointCaBundle: selfSignedPair("unrelated-ca.example.test").chain,
+        },
+        secretKeys: ["certificateKey"],
+        key: "endpointCaBundle",
+        fix: /does not issue the chain/,
+    },
     { why: "version with a v prefix", config: { ...M, mattermostVersion: "v10.11.4" }, key: "mattermostVersion", fix: /no "v" prefix/ },
     {
         why: "sha256 missing",
@@ -316,7 +336,7 @@ describe("settings: pure rules", () => {
 
     it("checks an encrypted key it cannot read only for presence, and still checks the chain", () => {
         const unreadable = { secretKeys: new Set(["certificateKey"]), unreadableKeys: new Set(["certificateKey"]) };
-        const own = { ...M, certificate: "own", certificateKey: "[secret]" };
+        const own = { ...M, certificate: "own", certificateKey: "[secret]", endpointCaBundle: good.ca };
         const ok = parseSettings({ values: { ...own, certificateChain: good.chain }, ...unreadable });
         assert.deepEqual(ok.errors, []);
         assert.equal(ok.secrets?.certificateKey, undefined, "the placeholder is never handed on as the key");

@@ -54,7 +54,8 @@ describe("Mattermost config patch", () => {
     for (const certificate of ["own", "self-signed"]) {
         it(`direct + ${certificate}: TLS files, no Let's Encrypt`, () => {
             const extra: Record<string, string> = { tlsMode: "direct", certificate };
-            if (certificate === "own") Object.assign(extra, { certificateChain: pair.chain, certificateKey: pair.key });
+            if (certificate === "own")
+                Object.assign(extra, { certificateChain: pair.chain, certificateKey: pair.key, endpointCaBundle: pair.ca });
             const s = mattermostConfigPatch(settings(extra)).ServiceSettings;
             assert.equal(s?.UseLetsEncrypt, false);
             assert.equal(s?.TLSCertFile, TLS_CERT_FILE);
@@ -181,7 +182,13 @@ describe("nginx step", () => {
 
     it("nginx + own: root-owned certificate files for nginx, no certbot", () => {
         const steps = buildServerSteps(
-            settings({ tlsMode: "nginx", certificate: "own", certificateChain: pair.chain, certificateKey: pair.key }),
+            settings({
+                tlsMode: "nginx",
+                certificate: "own",
+                certificateChain: pair.chain,
+                certificateKey: pair.key,
+                endpointCaBundle: pair.ca,
+            }),
         );
         assert.deepEqual(steps.find((x) => x.name === "certificate")?.vars, {
             CERT_FILE: "/etc/nginx/tls/fullchain.pem",
