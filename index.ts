@@ -49,9 +49,10 @@ if (settings.snapshots) {
     });
 }
 
-if (settings.route53ZoneId !== undefined) {
-    new Dns(name, { zoneId: settings.route53ZoneId, domain: settings.domain, publicIp: server.publicIp });
-}
+const dns =
+    settings.route53ZoneId !== undefined
+        ? new Dns(name, { zoneId: settings.route53ZoneId, domain: settings.domain, publicIp: server.publicIp })
+        : undefined;
 
 const databasePassword = new random.RandomPassword(`${name}-db-password`, { length: 32, special: false });
 
@@ -121,7 +122,8 @@ const endpoint = new VerifiedEndpoint(
         ssh: { host: sshHost, user: SSH_USER, privateKey: server.sshPrivateKey },
         triggers: Object.values(setup.commands).map((c) => c.id),
     },
-    { dependsOn: [setup.done] },
+    // The record, when the stack manages it, must exist before the check resolves the domain.
+    { dependsOn: dns ? [setup.done, dns] : [setup.done] },
 );
 
 export const url = endpoint.url;

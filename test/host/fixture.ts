@@ -12,10 +12,11 @@ import { run, RunResult, TestHost } from "./testhost";
 
 export const DOMAIN = "chat.example.test";
 
-/** Settings as a stack would have them, with the test's release host and the test network as the SSH CIDR. */
+/** Settings as a stack would have them, with the test's release host and the test network as the SSH range. */
 export function hostSettings(values: Record<string, string>): Settings {
     const result = parseSettings({
-        values: { domain: DOMAIN, sshAllowedCidrs: JSON.stringify(["10.231.0.0/24"]), ...values },
+        // The test network is private, and the drivers reach the host at its (private) address.
+        values: { domain: DOMAIN, sshAllowedCidrs: JSON.stringify(["10.231.0.0/24"]), sshAddress: "private", ...values },
     });
     assert.deepEqual(result.errors, []);
     assert.ok(result.settings);
@@ -83,21 +84,29 @@ export function mattermostWebsocket(host: TestHost, ca: string): Promise<{ conne
             newWebSocketFn: (url: string) => new WebSocket(url, { ca, lookup }) as unknown as globalThis.WebSocket,
             maxWebSocketFails: 1,
         });
-        const timer = setTimeout(() => {
+        // The client reconnects after every close; once this exchange is over, a close must not schedule another.
+        let finished = false;
+        client.addCloseListener(() => {
+            if (finished) setImmediate(() => client.clearReconnectTimeout());
+        });
+        const finish = () => {
+            finished = true;
+            clearTimeout(timer);
             client.close();
+        };
+        const timer = setTimeout(() => {
+            finish();
             reject(new Error("@mattermost/client: no hello and action reply within 10 s"));
         }, 10_000);
         client.addErrorListener((event) => {
-            clearTimeout(timer);
-            client.close();
+            finish();
             reject(new Error(`@mattermost/client: websocket error ${String((event as { message?: string }).message ?? event)}`));
         });
         client.addMessageListener((message) => {
             if (message.event !== "hello") return;
             const connectionId = String((message.data as { connection_id: string }).connection_id);
             client.sendMessage("user_typing", { channel_id: "town-square", parent_id: "" }, (actionReply: unknown) => {
-                clearTimeout(timer);
-                client.close();
+                finish();
                 resolve({ connectionId, actionReply });
             });
         });
