@@ -9,7 +9,9 @@ require_vars DATA_MOUNT DB_NAME DB_USER DB_PORT DB_HOST CA_URL CA_FILE SSLMODE D
 [[ "$DB_PORT" =~ ^[0-9]+$ ]] || die "DB_PORT must be a number"
 mountpoint -q "$DATA_MOUNT" || die "$DATA_MOUNT is not mounted; the volume step must run first"
 
-apt_install postgresql-client curl ca-certificates openssl
+apt_install curl ca-certificates openssl
+# The client tools come with a local PostgreSQL server (the shape being migrated from); otherwise install them.
+if ! command -v pg_restore >/dev/null || ! command -v psql >/dev/null; then apt_install postgresql-client; fi
 
 # The CA bundle, downloaded here (public material); replaced only when its content changes.
 bundle=$(mktemp)

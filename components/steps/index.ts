@@ -1,7 +1,7 @@
 // The one list of server steps, decided from Settings by pure functions. Drivers: components/remote.ts
 // (Pulumi over SSH to EC2) and test/host/driver.ts (SSH to a systemd container).
 import { DATA_DEVICE_NAME } from "../dataVolume";
-import { Settings } from "../settings";
+import { DatabaseMode, Settings } from "../settings";
 import { ACME_WEBROOT, defaultNginxSiteInput, NGINX_CACHE_DIR, renderNginxHttpOnly, renderNginxSiteVariants } from "./nginx";
 import {
     DATA_MOUNT,
@@ -38,8 +38,26 @@ export function releaseUrl(settings: Settings): string {
     return `${settings.mattermostDownloadBaseUrl}/${v}/mattermost-${v}-linux-${releaseArch(settings)}.tar.gz`;
 }
 
-export function renderMattermostUnit(): string {
-    return fillTemplate(readTemplate("mattermost.service"), { DATA_MOUNT });
+/** The systemd unit: with the local database it requires PostgreSQL's unit; with RDS there is none on the host. */
+export function renderMattermostUnit(database: DatabaseMode): string {
+    switch (database) {
+        case "local":
+            return fillTemplate(readTemplate("mattermost.service"), {
+                DATA_MOUNT,
+                AFTER_DATABASE: " postgresql.service",
+                DATABASE_DEPENDENCY: "Requires=postgresql.service",
+            });
+        case "rds":
+            return fillTemplate(readTemplate("mattermost.service"), {
+                DATA_MOUNT,
+                AFTER_DATABASE: "",
+                DATABASE_DEPENDENCY: "# The database is Amazon RDS: no local PostgreSQL unit to require.",
+            });
+        default: {
+            const unreachable: never = database;
+            throw new Error(`unknown database ${String(unreachable)}`);
+        }
+    }
 }
 
 /** Knobs that differ between EC2 and the test host, with EC2's values as defaults. */
@@ -250,7 +268,7 @@ export function buildServerSteps(settings: Settings, opts: StepOptions = {}): St
                 MM_SHA256: settings.mattermostSha256,
                 DATA_MOUNT,
                 ...(patchNeedsRuntime ? {} : { CONFIG_PATCH: configPatch }),
-                UNIT_FILE: renderMattermostUnit(),
+                UNIT_FILE: renderMattermostUnit(settings.database),
             },
             runtimeVars: {
                 DATASOURCE: {

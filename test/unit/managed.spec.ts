@@ -7,6 +7,7 @@ import { bucketPolicyDocument } from "../../components/fileStorage";
 import { ALB_SSL_POLICY } from "../../components/loadBalancer";
 import { nthSubnetCidr } from "../../components/network";
 import { parseSettings } from "../../components/settings";
+import { renderMattermostUnit } from "../../components/steps";
 import {
     MINIMAL_CONFIG,
     MOCK_SECRET_MARKERS,
@@ -147,6 +148,9 @@ describe("managed services: database rds", function () {
             mm.DATASOURCE,
             `postgres://mmuser:${MOCK_SECRET_MARKERS[1]}-mattermost-db-password@mattermost-db.c0mock0.eu-west-1.rds.amazonaws.com:5432/mattermost?sslmode=verify-full&sslrootcert=/etc/mattermost/rds-ca.pem&connect_timeout=10`,
         );
+        // No local PostgreSQL to require (a unit that requires a missing unit never starts).
+        assert.doesNotMatch(mm.UNIT_FILE, /postgresql/);
+        assert.match(renderMattermostUnit("local"), /^Requires=postgresql\.service$/m);
         const patch = JSON.parse(mm.CONFIG_PATCH) as { SqlSettings: { DataSource: string } };
         assert.doesNotMatch(patch.SqlSettings.DataSource, /MOCK|:[^/]*@/, "no password in config.json");
         assert.equal(run.outputs.databaseEndpoint.value, "mattermost-db.c0mock0.eu-west-1.rds.amazonaws.com");
