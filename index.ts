@@ -3,9 +3,12 @@ import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 
 import { SnapshotPolicy } from "./components/backups";
+import { Database, finalSnapshotIdentifier } from "./components/database";
 import { DataVolume, SNAPSHOT_TAG_KEY } from "./components/dataVolume";
-import { Dns } from "./components/dns";
+import { Dns, DnsTarget } from "./components/dns";
 import { VerifiedEndpoint } from "./components/endpoint";
+import { FileStorage } from "./components/fileStorage";
+import { LoadBalancer } from "./components/loadBalancer";
 import { Network } from "./components/network";
 import { ServerSetup } from "./components/remote";
 import { Server, SSH_USER } from "./components/server";
@@ -20,6 +23,8 @@ const network = new Network(name, {
     vpcCidr: settings.vpcCidr,
     availabilityZone: settings.availabilityZone,
     sshAllowedCidrs: settings.sshAllowedCidrs,
+    loadBalancer: settings.tlsMode === "alb",
+    database: settings.database === "rds",
 });
 
 const server = new Server(name, {
@@ -49,12 +54,92 @@ if (settings.snapshots) {
     });
 }
 
+const databasePassword = new random.RandomPassword(`${name}-db-password`, { length: 32, special: false });
+
+/** The database: local PostgreSQL on the data volume needs nothing here; RDS is its own resource. */
+function managedDatabase(): Database | undefined {
+    switch (settings.database) {
+        case "local":
+            return undefined;
+        case "rds":
+            if (network.databaseSubnetGroupName === undefined || network.databaseSecurityGroupId === undefined) {
+                throw new Error("database rds needs the network's DB subnet group and security group");
+            }
+            return new Database(name, {
+                subnetGroupName: network.databaseSubnetGroupName,
+                securityGroupId: network.databaseSecurityGroupId,
+                password: databasePassword.result,
+                instanceClass: settings.rdsInstanceClass,
+                multiAz: settings.rdsMultiAz,
+                backupRetentionDays: settings.rdsBackupRetentionDays,
+                allocatedStorageGiB: settings.rdsAllocatedStorageGiB,
+                protect: settings.protectDataVolume,
+                finalSnapshotIdentifier: finalSnapshotIdentifier(pulumi.getProject(), pulumi.getStack()),
+            });
+        default: {
+            const unreachable: never = settings.database;
+            throw new Error(`unknown database ${String(unreachable)}`);
+        }
+    }
+}
+const database = managedDatabase();
+
+/** File storage: the data volume needs nothing here; S3 is a bucket plus the instance role's access to it. */
+function managedFileStorage(): FileStorage | undefined {
+    switch (settings.fileStorage) {
+        case "local":
+            return undefined;
+        case "s3":
+            return new FileStorage(name, {
+                roleName: server.roleName,
+                noncurrentVersionDays: settings.s3NoncurrentVersionDays,
+                protect: settings.protectDataVolume,
+            });
+        default: {
+            const unreachable: never = settings.fileStorage;
+            throw new Error(`unknown fileStorage ${String(unreachable)}`);
+        }
+    }
+}
+const fileStorage = managedFileStorage();
+
+/** Where users reach the server: the Elastic IP, or the load balancer in front of it. */
+function frontDoor(): { loadBalancer?: LoadBalancer; expectedAddress: pulumi.Output<string>; dnsTarget: DnsTarget } {
+    switch (settings.tlsMode) {
+        case "direct":
+        case "nginx":
+            return { expectedAddress: server.publicIp, dnsTarget: { kind: "ip", publicIp: server.publicIp } };
+        case "alb": {
+            if (network.publicSubnetIds === undefined || network.loadBalancerSecurityGroupId === undefined) {
+                throw new Error("tlsMode alb needs the network's second public subnet and the load balancer's security group");
+            }
+            const loadBalancer = new LoadBalancer(name, {
+                domain: settings.domain,
+                vpcId: network.vpcId,
+                subnetIds: network.publicSubnetIds,
+                securityGroupId: network.loadBalancerSecurityGroupId,
+                instanceId: server.instanceId,
+                zoneId: settings.route53ZoneId,
+            });
+            return {
+                loadBalancer,
+                // The load balancer has no fixed address: the check resolves its DNS name instead.
+                expectedAddress: loadBalancer.dnsName,
+                dnsTarget: { kind: "alias", dnsName: loadBalancer.dnsName, zoneId: loadBalancer.zoneId },
+            };
+        }
+        default: {
+            const unreachable: never = settings.tlsMode;
+            throw new Error(`unknown tlsMode ${String(unreachable)}`);
+        }
+    }
+}
+const front = frontDoor();
+
 const dns =
     settings.route53ZoneId !== undefined
-        ? new Dns(name, { zoneId: settings.route53ZoneId, domain: settings.domain, publicIp: server.publicIp })
+        ? new Dns(name, { zoneId: settings.route53ZoneId, domain: settings.domain, target: front.dnsTarget })
         : undefined;
-
-const databasePassword = new random.RandomPassword(`${name}-db-password`, { length: 32, special: false });
 
 /** The certificate material for the chosen source; Let's Encrypt needs none up front. */
 function certificateMaterial(s: Settings): { chain?: pulumi.Input<string>; key?: pulumi.Input<string>; trustedCa?: pulumi.Input<string> } {
@@ -76,6 +161,9 @@ function certificateMaterial(s: Settings): { chain?: pulumi.Input<string>; key?:
             });
             return { chain: cert.certPem, key: pulumi.secret(key.privateKeyPem), trustedCa: cert.certPem };
         }
+        case "acm":
+            // ACM's certificates chain to Amazon's public roots; nothing lands on the server.
+            return {};
         default: {
             const unreachable: never = s.certificate;
             throw new Error(`unknown certificate source ${String(unreachable)}`);
@@ -89,6 +177,8 @@ const runtimeValues: Partial<Record<RuntimeValueName, pulumi.Input<string>>> = {
     databasePassword: databasePassword.result,
     certificateChain: certificate.chain,
     certificateKey: certificate.key,
+    databaseHost: database?.address,
+    filesBucket: fileStorage?.bucketName,
 };
 
 // Where Pulumi's SSH connection goes: the Elastic IP, or the private IP when deploying from inside the network.
@@ -116,14 +206,17 @@ const endpoint = new VerifiedEndpoint(
     name,
     {
         domain: settings.domain,
-        expectedAddress: server.publicIp,
+        expectedAddress: front.expectedAddress,
         caPem: certificate.trustedCa,
         timeoutSeconds: settings.endpointTimeoutSeconds,
         ssh: { host: sshHost, user: SSH_USER, privateKey: server.sshPrivateKey },
         triggers: Object.values(setup.commands).map((c) => c.id),
     },
-    // The record, when the stack manages it, must exist before the check resolves the domain.
-    { dependsOn: dns ? [setup.done, dns] : [setup.done] },
+    // The record, when the stack manages it, must exist before the check resolves the domain; so must the HTTPS
+    // listener of a load balancer.
+    {
+        dependsOn: [setup.done, ...(dns ? [dns] : []), ...(front.loadBalancer ? [front.loadBalancer.httpsListener] : [])],
+    },
 );
 
 export const url = endpoint.url;
@@ -133,3 +226,8 @@ export const dataVolumeId = data.volumeId;
 export const tlsMode = settings.tlsMode;
 export const sshCommand = pulumi.interpolate`pulumi stack output --show-secrets sshPrivateKey > mattermost.key && chmod 600 mattermost.key && ssh -i mattermost.key ${SSH_USER}@${sshHost}`;
 export const sshPrivateKey = server.sshPrivateKey;
+export const databaseEndpoint = database?.address;
+export const filesBucket = fileStorage?.bucketName;
+export const loadBalancerDnsName = front.loadBalancer?.dnsName;
+/** The DNS records ACM validates the certificate with (tlsMode alb); create them yourself without route53ZoneId. */
+export const certificateValidationRecords = front.loadBalancer?.validationRecords;

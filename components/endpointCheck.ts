@@ -14,7 +14,7 @@ import * as tls from "node:tls";
 
 export interface EndpointCheck {
     readonly domain: string;
-    /** The Elastic IP the domain must resolve to. */
+    /** The Elastic IP the domain must resolve to, or the load balancer's DNS name (resolved when diagnosing). */
     readonly expectedAddress: string;
     /** PEM of the only CA to trust; none: Node's public roots. */
     readonly caPem?: string;
@@ -31,6 +31,11 @@ export type PortState = "open" | "refused" | "timeout" | `error ${string}`;
 /** What the diagnosis is made from; gathered by `observe`, interpreted by the pure `diagnose`. */
 export interface Observations {
     readonly dns: { readonly resolver: string; readonly addresses: readonly string[]; readonly error?: string };
+    /**
+     * When the expected address is a DNS name (the load balancer of `tlsMode: alb`, which has no fixed IP): the
+     * addresses that name resolves to; the domain must resolve to one of them.
+     */
+    readonly expectedName?: { readonly addresses: readonly string[]; readonly error?: string };
     readonly port80: PortState;
     readonly port443: PortState;
     /** The ping requested from the expected address directly (SNI and Host set to the domain), so DNS cannot mask it. */
@@ -69,6 +74,13 @@ export function diagnose(domain: string, expectedAddress: string, o: Observation
             problem: `DNS: ${domain} does not resolve (asked ${o.dns.resolver}: ${o.dns.error ?? "no A record"}).`,
             fix: `Create an A record ${domain} -> ${expectedAddress} (or set mattermost:route53ZoneId so the stack manages it), then wait for resolvers to see it.`,
         });
+    } else if (o.expectedName !== undefined) {
+        if (!o.dns.addresses.some((a) => o.expectedName?.addresses.includes(a))) {
+            findings.push({
+                problem: `DNS: ${domain} resolves to ${o.dns.addresses.join(", ")} (asked ${o.dns.resolver}), not to the load balancer ${expectedAddress} (${o.expectedName.error ?? o.expectedName.addresses.join(", ")}).`,
+                fix: `Point ${domain} at ${expectedAddress} with a CNAME (or a Route53 alias record; set mattermost:route53ZoneId so the stack manages it); the load balancer's addresses change, so never use an A record with its current IPs.`,
+            });
+        }
     } else if (!o.dns.addresses.includes(expectedAddress)) {
         findings.push({
             problem: `DNS: ${domain} resolves to ${o.dns.addresses.join(", ")} (asked ${o.dns.resolver}), not to the server's Elastic IP ${expectedAddress}.`,
@@ -264,11 +276,16 @@ export async function observe(check: EndpointCheck): Promise<Observations> {
         requestPing(check.domain, check.expectedAddress, check.caPem),
     ]);
     const issuer = ping.errorCode !== undefined && port443 === "open" ? await peekIssuer(check.domain, check.expectedAddress) : undefined;
+    let expectedName: Observations["expectedName"];
+    if (net.isIP(check.expectedAddress) === 0) {
+        const resolved = await resolveDomain(check.expectedAddress, check.resolver);
+        expectedName = { addresses: resolved.addresses, error: resolved.error };
+    }
     let journal: string | undefined;
     if (check.journal) {
         journal = await check.journal().catch((err: Error) => `(could not read the journal: ${err.message})`);
     }
-    return { dns: dnsResult, port80, port443, ping: { ...ping, issuer: issuer ?? ping.issuer }, journal };
+    return { dns: dnsResult, expectedName, port80, port443, ping: { ...ping, issuer: issuer ?? ping.issuer }, journal };
 }
 
 /** One attempt the way a browser goes: resolve the domain, then connect, verify and GET the ping at each address. */

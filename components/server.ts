@@ -46,6 +46,8 @@ export class Server extends pulumi.ComponentResource {
     public readonly availabilityZone: pulumi.Output<string>;
     /** OpenSSH private key for user `ubuntu`; a Pulumi secret. */
     public readonly sshPrivateKey: pulumi.Output<string>;
+    /** The instance role's name (for inline policies such as the file bucket's). */
+    public readonly roleName: pulumi.Output<string>;
 
     constructor(name: string, args: ServerArgs, opts?: pulumi.ComponentResourceOptions) {
         super("mattermost:index:Server", name, {}, opts);
@@ -117,6 +119,7 @@ export class Server extends pulumi.ComponentResource {
         this.privateIp = instance.privateIp;
         this.availabilityZone = instance.availabilityZone;
         this.sshPrivateKey = pulumi.secret(sshKey.privateKeyOpenssh);
+        this.roleName = role.name;
 
         this.registerOutputs({
             instanceId: this.instanceId,

@@ -8,10 +8,15 @@ import { chainsToRoot, checkOwnCertificate, parsePemCertificates } from "./certi
 
 export const CONFIG_NAMESPACE = "mattermost";
 
-export type TlsModeSetting = "direct" | "nginx" | "auto";
-/** The HTTPS shape after `auto` is resolved. */
-export type TlsMode = "direct" | "nginx";
-export type CertificateSource = "letsencrypt" | "own" | "self-signed";
+export type TlsModeSetting = "direct" | "nginx" | "alb" | "auto";
+/** The HTTPS shape after `auto` is resolved (`auto` never picks `alb`: a load balancer is a deliberate choice). */
+export type TlsMode = "direct" | "nginx" | "alb";
+/** `acm` (an AWS Certificate Manager certificate on the load balancer) goes with `tlsMode: alb` and only with it. */
+export type CertificateSource = "letsencrypt" | "own" | "self-signed" | "acm";
+/** Where the database lives: PostgreSQL on the data volume, or Amazon RDS for PostgreSQL. */
+export type DatabaseMode = "local" | "rds";
+/** Where Mattermost keeps uploaded files: the data volume, or a private S3 bucket. */
+export type FileStorageMode = "local" | "s3";
 export type Architecture = "x86_64" | "arm64";
 /** Which address of the instance Pulumi's SSH connection uses. */
 export type SshAddress = "public" | "private";
@@ -62,6 +67,16 @@ export interface Settings {
     readonly snapshotRetainCount: number;
     /** Create the data volume from this snapshot (restore). */
     readonly dataVolumeSnapshotId?: string;
+    readonly database: DatabaseMode;
+    readonly rdsInstanceClass: string;
+    readonly rdsMultiAz: boolean;
+    readonly rdsBackupRetentionDays: number;
+    readonly rdsAllocatedStorageGiB: number;
+    readonly fileStorage: FileStorageMode;
+    /** Days S3 keeps a replaced or deleted file version before it expires. */
+    readonly s3NoncurrentVersionDays: number;
+    /** `aws:region` of the stack (Mattermost's AmazonS3Region); set whenever fileStorage is s3. */
+    readonly awsRegion?: string;
 }
 
 /** Secret config values, in plain text only inside the program; `loadSettings` wraps them as Pulumi secrets. */
@@ -92,14 +107,15 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
         key: "tlsMode",
         type: "string",
         default: "auto",
-        description: "Where TLS ends: `direct` (Mattermost itself), `nginx` (a proxy in front), `auto` (nginx above 200 expected users).",
+        description:
+            "Where TLS ends: `direct` (Mattermost itself), `nginx` (a proxy in front), `alb` (an AWS Application Load Balancer with an ACM certificate; never picked by `auto`), `auto` (nginx above 200 expected users, else direct).",
     },
     {
         key: "certificate",
         type: "string",
         default: "letsencrypt",
         description:
-            "Certificate source: `letsencrypt`, `own` (certificateChain + certificateKey) or `self-signed` (tests only; browsers will not trust it).",
+            "Certificate source: `letsencrypt`, `own` (certificateChain + certificateKey), `self-signed` (tests only; browsers will not trust it) or `acm` (AWS Certificate Manager, only with `tlsMode: alb`, where it is the default).",
     },
     {
         key: "letsencryptEmail",
@@ -180,7 +196,8 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     {
         key: "route53ZoneId",
         type: "string",
-        description: "Route53 hosted zone id; when set, an A record for `domain` points at the Elastic IP.",
+        description:
+            "Route53 hosted zone id; when set, an A record for `domain` points at the Elastic IP (with `tlsMode: alb`: an alias to the load balancer, and the ACM certificate is validated through the zone).",
     },
     {
         key: "dataVolumeSizeGiB",
@@ -192,7 +209,8 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
         key: "protectDataVolume",
         type: "boolean",
         default: "true",
-        description: "Mark the data volume `protect`ed so no `pulumi up`/`destroy` can delete it (it is retained on delete regardless).",
+        description:
+            "Mark the data volume (and the RDS database and S3 bucket when used) `protect`ed so no `pulumi up`/`destroy` can delete them (they are retained on delete regardless).",
     },
     {
         key: "snapshots",
@@ -218,12 +236,18 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
         description:
             "Restore: create the data volume from this EBS snapshot (snap-…). Changing it replaces the data volume; the old one is retained.",
     },
-    { key: "subnetId", type: "string", description: "Use this existing public subnet instead of creating a VPC." },
+    {
+        key: "subnetId",
+        type: "string",
+        description:
+            "Use this existing public subnet instead of creating a VPC (not with `tlsMode: alb` or `database: rds`, which need subnets in two zones).",
+    },
     {
         key: "vpcCidr",
         type: "string",
         default: "10.80.0.0/16",
-        description: "CIDR of the dedicated VPC (when `subnetId` is not set); the public subnet takes its first /24.",
+        description:
+            "CIDR of the dedicated VPC (when `subnetId` is not set); the public subnet takes its first /24, and with `alb`/`rds` the next three /24s are a second public and two private subnets (so at most /22 then).",
     },
     { key: "availabilityZone", type: "string", description: "Availability zone of the created subnet (default: the region's first)." },
     {
@@ -236,6 +260,50 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
         type: "string",
         secret: true,
         description: "PEM private key for `certificate: own`, unencrypted, set with `--secret`.",
+    },
+    {
+        key: "database",
+        type: "string",
+        default: "local",
+        description:
+            "Where PostgreSQL runs: `local` (on the data volume) or `rds` (Amazon RDS for PostgreSQL 16 in private subnets, TLS verified). Switching `local` to `rds` migrates the data (pg_dump/pg_restore, row counts verified).",
+    },
+    {
+        key: "rdsInstanceClass",
+        type: "string",
+        default: "db.t4g.medium",
+        description: "RDS instance class with `database: rds`.",
+    },
+    {
+        key: "rdsMultiAz",
+        type: "boolean",
+        default: "false",
+        description: "A standby in a second availability zone with automatic failover (`database: rds`); doubles the database cost.",
+    },
+    {
+        key: "rdsBackupRetentionDays",
+        type: "integer",
+        default: "7",
+        description: "Days RDS keeps automated backups (point-in-time restore), 1..35.",
+    },
+    {
+        key: "rdsAllocatedStorageGiB",
+        type: "integer",
+        default: "20",
+        description: "Encrypted gp3 storage of the RDS instance, 20..65536 GiB. It can grow, never shrink.",
+    },
+    {
+        key: "fileStorage",
+        type: "string",
+        default: "local",
+        description:
+            "Where Mattermost keeps uploaded files: `local` (the data volume) or `s3` (a private, versioned, encrypted S3 bucket reached through the instance role; needs `aws:region`).",
+    },
+    {
+        key: "s3NoncurrentVersionDays",
+        type: "integer",
+        default: "30",
+        description: "With `fileStorage: s3`: days a replaced or deleted file's old version is kept before it expires, 1..3650.",
     },
 ];
 
@@ -251,6 +319,8 @@ export interface RawConfig {
     readonly unreadableKeys?: ReadonlySet<string>;
     /** The clock for certificate dates. Default: now. */
     readonly now?: Date;
+    /** The stack's `aws:region` (outside this namespace), when set. */
+    readonly awsRegion?: string;
 }
 
 export interface ParseResult {
@@ -380,6 +450,7 @@ export function resolveTlsMode(setting: TlsModeSetting, expectedUsers: number): 
     switch (setting) {
         case "direct":
         case "nginx":
+        case "alb":
             return setting;
         case "auto":
             return expectedUsers > PROXY_RECOMMENDED_ABOVE_USERS ? "nginx" : "direct";
@@ -472,14 +543,14 @@ export function parseSettings(raw: RawConfig): ParseResult {
     }
     const unreadable = (key: string): boolean => raw.unreadableKeys?.has(key) ?? false;
 
+    const tlsModeSetting = oneOf<TlsModeSetting>(get("tlsMode"), "tlsMode", ["auto", "direct", "nginx", "alb"], "auto", errors);
     const certificate = oneOf<CertificateSource>(
         get("certificate"),
         "certificate",
-        ["letsencrypt", "own", "self-signed"],
-        "letsencrypt",
+        ["letsencrypt", "own", "self-signed", "acm"],
+        tlsModeSetting === "alb" ? "acm" : "letsencrypt",
         errors,
     );
-    const tlsModeSetting = oneOf<TlsModeSetting>(get("tlsMode"), "tlsMode", ["auto", "direct", "nginx"], "auto", errors);
     const architecture = oneOf<Architecture>(get("architecture"), "architecture", ["x86_64", "arm64"], "x86_64", errors);
     const expectedUsers = integer(get("expectedUsers"), "expectedUsers", 50, 1, 1_000_000, errors);
     const dataVolumeSizeGiB = integer(get("dataVolumeSizeGiB"), "dataVolumeSizeGiB", 20, 1, 16384, errors);
@@ -503,6 +574,10 @@ export function parseSettings(raw: RawConfig): ParseResult {
         } else if (!domainIsIp && !isFqdn(domain)) {
             errors.push(
                 `${fullKey("domain")} is "${domainRaw}", which is not a fully qualified domain name (letters, digits and hyphens in dot-separated labels, like chat.example.com; no scheme, port or path); fix with ${setCmd("domain", "chat.example.com")}.`,
+            );
+        } else if (domainIsIp && tlsModeSetting === "alb") {
+            errors.push(
+                `${fullKey("domain")} is the IP address ${domain}, but ${fullKey("tlsMode")} "alb" needs a DNS name: the load balancer has no fixed address and ACM only issues certificates for names. Set ${setCmd("domain", "chat.example.com")}, or choose another shape with ${setCmd("tlsMode", "nginx")}.`,
             );
         } else if (domainIsIp && certificate === "letsencrypt") {
             errors.push(
@@ -545,6 +620,16 @@ export function parseSettings(raw: RawConfig): ParseResult {
         );
     }
     const tlsMode = resolveTlsMode(tlsModeSetting, expectedUsers);
+    if (tlsMode === "alb" && certificate !== "acm") {
+        errors.push(
+            `${fullKey("certificate")} is "${certificate}", but with ${fullKey("tlsMode")} "alb" TLS ends at the load balancer, which serves an ACM certificate it requests and renews itself (importing own or self-signed certificates into ACM is not supported here): remove it with \`pulumi config rm ${fullKey("certificate")}\` (or ${setCmd("certificate", "acm")}), or keep the certificate with ${setCmd("tlsMode", "nginx")}.`,
+        );
+    }
+    if (tlsMode !== "alb" && certificate === "acm") {
+        errors.push(
+            `${fullKey("certificate")} is "acm", which only a load balancer can serve, but ${fullKey("tlsMode")} resolves to "${tlsMode}": set ${setCmd("tlsMode", "alb")}, or use ${setCmd("certificate", "letsencrypt")}.`,
+        );
+    }
     if (certificate === "letsencrypt" && tlsMode === "nginx" && emailRaw === undefined) {
         errors.push(
             `${fullKey("letsencryptEmail")} is required with Let's Encrypt through nginx (certbot registers an account and Let's Encrypt sends expiry notices there); set it with ${setCmd("letsencryptEmail", "admin@example.com")}.`,
@@ -759,6 +844,64 @@ export function parseSettings(raw: RawConfig): ParseResult {
         );
     }
 
+    // managed services (issue 8): each a single choice
+    const database = oneOf<DatabaseMode>(get("database"), "database", ["local", "rds"], "local", errors);
+    const rdsInstanceClass = get("rdsInstanceClass") ?? "db.t4g.medium";
+    if (!/^db\.[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(rdsInstanceClass)) {
+        errors.push(
+            `${fullKey("rdsInstanceClass")} is "${rdsInstanceClass}", which is not an RDS instance class like db.t4g.medium; fix with ${setCmd("rdsInstanceClass", "db.t4g.medium")}.`,
+        );
+    }
+    const rdsMultiAz = boolean(get("rdsMultiAz"), "rdsMultiAz", false, errors);
+    const rdsBackupRetentionDays = integer(get("rdsBackupRetentionDays"), "rdsBackupRetentionDays", 7, 1, 35, errors);
+    const rdsAllocatedStorageGiB = integer(get("rdsAllocatedStorageGiB"), "rdsAllocatedStorageGiB", 20, 20, 65536, errors);
+    const fileStorage = oneOf<FileStorageMode>(get("fileStorage"), "fileStorage", ["local", "s3"], "local", errors);
+    const s3NoncurrentVersionDays = integer(get("s3NoncurrentVersionDays"), "s3NoncurrentVersionDays", 30, 1, 3650, errors);
+    const awsRegion = raw.awsRegion === undefined || raw.awsRegion === "" ? undefined : raw.awsRegion;
+    if (database !== "rds") {
+        for (const key of ["rdsInstanceClass", "rdsMultiAz", "rdsBackupRetentionDays", "rdsAllocatedStorageGiB"]) {
+            if (get(key) !== undefined) warnings.push(`${fullKey(key)} is set but unused: ${fullKey("database")} is "${database}".`);
+        }
+    }
+    if (fileStorage !== "s3" && get("s3NoncurrentVersionDays") !== undefined) {
+        warnings.push(`${fullKey("s3NoncurrentVersionDays")} is set but unused: ${fullKey("fileStorage")} is "${fileStorage}".`);
+    }
+    if (fileStorage === "s3" && awsRegion === undefined) {
+        errors.push(
+            `${fullKey("fileStorage")} is "s3", but aws:region is not set in the stack: Mattermost's AmazonS3Region must name the bucket's region before anything is created; set it with \`pulumi config set aws:region eu-west-1\`.`,
+        );
+    }
+    if (awsRegion !== undefined && !/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(awsRegion)) {
+        errors.push(
+            `aws:region is "${awsRegion}", which is not an AWS region like eu-west-1; fix with \`pulumi config set aws:region eu-west-1\`.`,
+        );
+    }
+    // The shapes that span two availability zones need subnets this program creates.
+    const multiZone = [
+        tlsMode === "alb" ? `${fullKey("tlsMode")} "alb"` : "",
+        database === "rds" ? `${fullKey("database")} "rds"` : "",
+    ].filter((x) => x !== "");
+    if (multiZone.length > 0 && subnetId !== undefined) {
+        errors.push(
+            `${fullKey("subnetId")} is set, but ${multiZone.join(" and ")} need${multiZone.length === 1 ? "s" : ""} subnets in two availability zones, which this program creates in its own VPC: remove it with \`pulumi config rm ${fullKey("subnetId")}\`.`,
+        );
+    }
+    if (multiZone.length > 0 && vpcCheck.ok && Number(vpcCidr.split("/")[1]) > 22) {
+        errors.push(
+            `${fullKey("vpcCidr")} "${vpcCidr}" has room for one /24 subnet per /24, but ${multiZone.join(" and ")} need four (two public, two private): use /22 or wider, e.g. ${setCmd("vpcCidr", "10.80.0.0/16")}.`,
+        );
+    }
+    if (tlsMode === "alb" && route53ZoneId === undefined && !domainIsIp) {
+        warnings.push(
+            `${fullKey("tlsMode")} is "alb" without ${fullKey("route53ZoneId")}: ACM validates the certificate for ${domain} through a DNS record this stack cannot create. \`pulumi up\` logs the CNAME (and exports it as \`certificateValidationRecords\`) and waits for it; create it in your DNS, then point ${domain} (CNAME or alias) at the load balancer's DNS name (output \`loadBalancerDnsName\`). Or set ${setCmd("route53ZoneId", "Z0123456789ABCDEFGHIJ")} and the stack does both.`,
+        );
+    }
+    if (database === "rds" && snapshots && fileStorage === "s3") {
+        errors.push(
+            `${fullKey("snapshots")} is true, but with ${fullKey("database")} "rds" and ${fullKey("fileStorage")} "s3" the data volume holds neither the database nor the files, so its snapshots (and the pg_dump before them) cannot back anything up: the database is backed up by RDS (${fullKey("rdsBackupRetentionDays")}) and the files by S3 versioning. Turn them off with ${setCmd("snapshots", "false")}.`,
+        );
+    }
+
     if (errors.length > 0) return { errors, warnings };
     return {
         errors,
@@ -792,6 +935,14 @@ export function parseSettings(raw: RawConfig): ParseResult {
             snapshotTime,
             snapshotRetainCount,
             dataVolumeSnapshotId,
+            database,
+            rdsInstanceClass,
+            rdsMultiAz,
+            rdsBackupRetentionDays,
+            rdsAllocatedStorageGiB,
+            fileStorage,
+            s3NoncurrentVersionDays,
+            awsRegion,
         },
         secrets: { certificateKey: unreadable("certificateKey") ? undefined : certificateKey },
     };
@@ -820,7 +971,7 @@ export function loadSettings(): LoadedSettings {
         values[name] = value;
         if (isConfigSecret(key)) secretKeys.add(name);
     }
-    const result = parseSettings({ values, secretKeys });
+    const result = parseSettings({ values, secretKeys, awsRegion: pulumi.runtime.allConfig()["aws:region"] });
     for (const warning of result.warnings) pulumi.log.warn(warning);
     if (result.errors.length > 0 || !result.settings) {
         throw new pulumi.RunError(new SettingsError(result.errors).message);

@@ -69,7 +69,9 @@ export function readStackConfig(text: string, fileName: string): StackConfig {
     const secretKeys = new Set<string>();
     const unreadableKeys = new Set<string>();
     const prefix = `${CONFIG_NAMESPACE}:`;
+    let awsRegion: string | undefined;
     for (const [fullName, value] of Object.entries(config as Record<string, unknown>)) {
+        if (fullName === "aws:region" && typeof value === "string") awsRegion = value;
         const name = fullName.includes(":") ? (fullName.startsWith(prefix) ? fullName.slice(prefix.length) : undefined) : fullName;
         if (name === undefined) continue;
         const masked = maskSecure(value);
@@ -79,7 +81,7 @@ export function readStackConfig(text: string, fileName: string): StackConfig {
             unreadableKeys.add(name);
         }
     }
-    return { raw: { values, secretKeys, unreadableKeys }, warnings };
+    return { raw: { values, secretKeys, unreadableKeys, awsRegion }, warnings };
 }
 
 /** A deploy-time value the render cannot know. */
@@ -95,6 +97,8 @@ function runtimePlaceholders(settings: Settings): Record<RuntimeValueName, strin
                 ? settings.certificateChain
                 : deployTime("generated self-signed certificate"),
         certificateKey: SECRET_MARKER,
+        databaseHost: deployTime("RDS endpoint"),
+        filesBucket: deployTime("S3 bucket name"),
     };
 }
 

@@ -1,15 +1,18 @@
 // The one list of server steps, decided from Settings by pure functions. Drivers: components/remote.ts
 // (Pulumi over SSH to EC2) and test/host/driver.ts (SSH to a systemd container).
 import { DATA_DEVICE_NAME } from "../dataVolume";
-import { Settings } from "../settings";
+import { DatabaseMode, Settings } from "../settings";
 import { ACME_WEBROOT, defaultNginxSiteInput, NGINX_CACHE_DIR, renderNginxHttpOnly, renderNginxSiteVariants } from "./nginx";
 import {
     DATA_MOUNT,
     DB_NAME,
+    DB_PORT,
     DB_USER,
     dataSource,
     healthCheck,
     mattermostConfigPatch,
+    RDS_CA_FILE,
+    RDS_CA_URL,
     TLS_CERT_FILE,
     TLS_KEY_FILE,
 } from "./mattermostConfig";
@@ -35,8 +38,26 @@ export function releaseUrl(settings: Settings): string {
     return `${settings.mattermostDownloadBaseUrl}/${v}/mattermost-${v}-linux-${releaseArch(settings)}.tar.gz`;
 }
 
-export function renderMattermostUnit(): string {
-    return fillTemplate(readTemplate("mattermost.service"), { DATA_MOUNT });
+/** The systemd unit: with the local database it requires PostgreSQL's unit; with RDS there is none on the host. */
+export function renderMattermostUnit(database: DatabaseMode): string {
+    switch (database) {
+        case "local":
+            return fillTemplate(readTemplate("mattermost.service"), {
+                DATA_MOUNT,
+                AFTER_DATABASE: " postgresql.service",
+                DATABASE_DEPENDENCY: "Requires=postgresql.service",
+            });
+        case "rds":
+            return fillTemplate(readTemplate("mattermost.service"), {
+                DATA_MOUNT,
+                AFTER_DATABASE: "",
+                DATABASE_DEPENDENCY: "# The database is Amazon RDS: no local PostgreSQL unit to require.",
+            });
+        default: {
+            const unreachable: never = database;
+            throw new Error(`unknown database ${String(unreachable)}`);
+        }
+    }
 }
 
 /** Knobs that differ between EC2 and the test host, with EC2's values as defaults. */
@@ -61,6 +82,8 @@ export function tlsFiles(settings: Settings): { cert: string; key: string } {
             return settings.certificate === "letsencrypt"
                 ? { cert: `/etc/letsencrypt/live/${CERT_NAME}/fullchain.pem`, key: `/etc/letsencrypt/live/${CERT_NAME}/privkey.pem` }
                 : { cert: NGINX_TLS_CERT_FILE, key: NGINX_TLS_KEY_FILE };
+        case "alb":
+            throw new Error("the alb shape serves ACM's certificate from the load balancer; the server holds no TLS files");
         default: {
             const unreachable: never = settings.tlsMode;
             throw new Error(`unknown tlsMode ${String(unreachable)}`);
@@ -70,10 +93,10 @@ export function tlsFiles(settings: Settings): { cert: string; key: string } {
 
 /** The proxy step: on in the nginx shape, and in the direct shape it undoes a previous proxy. */
 export function nginxStep(settings: Settings, after: string[]): Step {
-    if (settings.tlsMode === "direct") {
+    if (settings.tlsMode === "direct" || settings.tlsMode === "alb") {
         return {
             name: "nginx",
-            description: "no proxy in the direct shape: stop and disable nginx if an earlier shape left it",
+            description: `no proxy in the ${settings.tlsMode} shape: stop and disable nginx if an earlier shape left it`,
             script: "nginx.sh",
             vars: { PROXY: "off" },
             runtimeVars: {},
@@ -145,6 +168,57 @@ export function backupStep(settings: Settings): Step {
     };
 }
 
+/**
+ * The RDS step: installs the RDS certificate bundle (downloaded on the server), waits until the database answers
+ * over verified TLS, and, when a local database from the `local` shape is still on the volume and the RDS database
+ * is empty, migrates it (scripts/migrate-database.sh). It also retires the local PostgreSQL and its dump timer.
+ */
+export function rdsStep(after: string[]): Step {
+    return {
+        name: "rds",
+        description: "the RDS certificate bundle, a verified TLS connection, and the one-time migration of a local database",
+        script: "rds.sh",
+        vars: {
+            DATA_MOUNT,
+            DB_NAME,
+            DB_USER,
+            DB_PORT: String(DB_PORT),
+            CA_URL: RDS_CA_URL,
+            CA_FILE: RDS_CA_FILE,
+            SSLMODE: "verify-full",
+        },
+        runtimeVars: {
+            DB_HOST: { template: "{{databaseHost}}", secret: false },
+            DB_PASSWORD: { template: "{{databasePassword}}", secret: true },
+        },
+        after,
+    };
+}
+
+/** The database steps: one choice, local PostgreSQL (plus its dump job) or RDS. */
+export function databaseSteps(settings: Settings): Step[] {
+    switch (settings.database) {
+        case "local":
+            return [
+                {
+                    name: "postgres",
+                    description: "PostgreSQL on the data volume, the Mattermost role and database",
+                    script: "postgres.sh",
+                    vars: { DATA_MOUNT, DB_NAME, DB_USER },
+                    runtimeVars: { DB_PASSWORD: { template: "{{databasePassword}}", secret: true } },
+                    after: ["volume"],
+                },
+                backupStep(settings),
+            ];
+        case "rds":
+            return [rdsStep(["volume"])];
+        default: {
+            const unreachable: never = settings.database;
+            throw new Error(`unknown database ${String(unreachable)}`);
+        }
+    }
+}
+
 export function buildServerSteps(settings: Settings, opts: StepOptions = {}): Step[] {
     const health = healthCheck(settings);
     const steps: Step[] = [
@@ -156,17 +230,9 @@ export function buildServerSteps(settings: Settings, opts: StepOptions = {}): St
             runtimeVars: { DATA_VOLUME_ID: { template: "{{dataVolumeId}}", secret: false } },
             after: [],
         },
-        {
-            name: "postgres",
-            description: "PostgreSQL on the data volume, the Mattermost role and database",
-            script: "postgres.sh",
-            vars: { DATA_MOUNT, DB_NAME, DB_USER },
-            runtimeVars: { DB_PASSWORD: { template: "{{databasePassword}}", secret: true } },
-            after: ["volume"],
-        },
-        backupStep(settings),
+        ...databaseSteps(settings),
     ];
-    if (settings.certificate !== "letsencrypt") {
+    if (settings.certificate === "own" || settings.certificate === "self-signed") {
         const files = tlsFiles(settings);
         const owner = settings.tlsMode === "direct" ? "mattermost" : "root";
         steps.push({
@@ -181,13 +247,16 @@ export function buildServerSteps(settings: Settings, opts: StepOptions = {}): St
             after: ["volume"],
         });
     }
-    if (settings.tlsMode === "direct")
+    if (settings.tlsMode !== "nginx")
         steps.push(
             nginxStep(
                 settings,
                 steps.map((s) => s.name),
             ),
         );
+    // With S3 the bucket's generated name is only known at deploy time: the patch becomes a runtime template.
+    const configPatch = JSON.stringify(mattermostConfigPatch(settings), null, 2);
+    const patchNeedsRuntime = configPatch.includes("{{");
     steps.push(
         {
             name: "mattermost",
@@ -198,10 +267,20 @@ export function buildServerSteps(settings: Settings, opts: StepOptions = {}): St
                 MM_URL: releaseUrl(settings),
                 MM_SHA256: settings.mattermostSha256,
                 DATA_MOUNT,
-                CONFIG_PATCH: JSON.stringify(mattermostConfigPatch(settings), null, 2),
-                UNIT_FILE: renderMattermostUnit(),
+                ...(patchNeedsRuntime ? {} : { CONFIG_PATCH: configPatch }),
+                UNIT_FILE: renderMattermostUnit(settings.database),
             },
-            runtimeVars: { DATASOURCE: { template: dataSource("{{databasePassword}}"), secret: true } },
+            runtimeVars: {
+                DATASOURCE: {
+                    template: dataSource(
+                        settings.database,
+                        "{{databasePassword}}",
+                        settings.database === "rds" ? "{{databaseHost}}" : undefined,
+                    ),
+                    secret: true,
+                },
+                ...(patchNeedsRuntime ? { CONFIG_PATCH: { template: configPatch, secret: false } } : {}),
+            },
             after: steps.map((s) => s.name),
         },
         {

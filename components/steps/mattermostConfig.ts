@@ -1,7 +1,7 @@
 // Mattermost's config.json settings this project owns, typed against Mattermost's own types as a partial overlay.
 import type { AdminConfig } from "@mattermost/types/config";
 
-import { Settings, TlsMode } from "../settings";
+import { DatabaseMode, Settings, TlsMode } from "../settings";
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends readonly unknown[] ? T[K] : T[K] extends object ? DeepPartial<T[K]> : T[K] };
 
@@ -36,13 +36,29 @@ export const MOZILLA_INTERMEDIATE_GO_CIPHERS = [
 /** Two years, the HSTS max-age Mozilla recommends (at least 180 days for an A+). */
 export const HSTS_MAX_AGE_SECONDS = 63072000;
 
+/** Where the step puts the RDS certificate bundle (public material) that Mattermost verifies the database with. */
+export const RDS_CA_FILE = "/etc/mattermost/rds-ca.pem";
+/** AWS's bundle of every RDS region's root and intermediate certificates. */
+export const RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem";
+export const DB_PORT = 5432;
+
 /**
- * The local PostgreSQL DSN. config.json gets it without the password; the real one comes from
- * MM_SQLSETTINGS_DATASOURCE (a root-only file).
+ * The PostgreSQL DSN. config.json gets it without the password (and, for RDS, without the host, known only at deploy
+ * time); the real one comes from MM_SQLSETTINGS_DATASOURCE (a root-only file). Local: loopback, no TLS needed. RDS:
+ * TLS with the server's certificate verified against the RDS bundle and its name against the endpoint (verify-full).
  */
-export function dataSource(password?: string): string {
+export function dataSource(database: DatabaseMode, password?: string, host?: string): string {
     const user = password === undefined ? DB_USER : `${DB_USER}:${password}`;
-    return `postgres://${user}@127.0.0.1:5432/${DB_NAME}?sslmode=disable&connect_timeout=10`;
+    switch (database) {
+        case "local":
+            return `postgres://${user}@127.0.0.1:${DB_PORT}/${DB_NAME}?sslmode=disable&connect_timeout=10`;
+        case "rds":
+            return `postgres://${user}@${host ?? ""}${host === undefined ? "" : `:${DB_PORT}`}/${DB_NAME}?sslmode=verify-full&sslrootcert=${RDS_CA_FILE}&connect_timeout=10`;
+        default: {
+            const unreachable: never = database;
+            throw new Error(`unknown database ${String(unreachable)}`);
+        }
+    }
 }
 
 function tlsSettings(settings: Settings, mode: TlsMode): ConfigPatch["ServiceSettings"] {
@@ -72,9 +88,52 @@ function tlsSettings(settings: Settings, mode: TlsMode): ConfigPatch["ServiceSet
                 TLSKeyFile: "",
                 TLSStrictTransport: false,
             };
+        case "alb":
+            // TLS ends at the load balancer, which reaches Mattermost on 8065 over the VPC (the security group admits
+            // only the load balancer). Plain HTTP here, no forwarder: the ALB redirects 80 itself.
+            return {
+                ListenAddress: `:${UPSTREAM_PORT}`,
+                ConnectionSecurity: "",
+                Forward80To443: false,
+                UseLetsEncrypt: false,
+                TLSCertFile: "",
+                TLSKeyFile: "",
+                TLSStrictTransport: false,
+            };
         default: {
             const unreachable: never = mode;
             throw new Error(`unknown tlsMode ${String(unreachable)}`);
+        }
+    }
+}
+
+/** Placeholder for the bucket name in the config patch, filled at deploy time (the bucket's generated name). */
+export const FILES_BUCKET_PLACEHOLDER = "{{filesBucket}}";
+
+function fileSettings(settings: Settings): ConfigPatch["FileSettings"] {
+    const directory = `${DATA_MOUNT}/mattermost/data/`;
+    switch (settings.fileStorage) {
+        case "local":
+            return { DriverName: "local", Directory: directory };
+        case "s3":
+            // No access keys: with both empty Mattermost's S3 client takes the instance role's credentials from
+            // IMDS, so no static key exists anywhere. Directory stays set (Mattermost validates it; unused by S3).
+            return {
+                DriverName: "amazons3",
+                Directory: directory,
+                AmazonS3Bucket: FILES_BUCKET_PLACEHOLDER,
+                AmazonS3Region: settings.awsRegion ?? "",
+                AmazonS3Endpoint: `s3.${settings.awsRegion ?? ""}.amazonaws.com`,
+                AmazonS3PathPrefix: "",
+                AmazonS3AccessKeyId: "",
+                AmazonS3SecretAccessKey: "",
+                AmazonS3SSL: true,
+                AmazonS3SSE: true,
+                AmazonS3SignV2: false,
+            };
+        default: {
+            const unreachable: never = settings.fileStorage;
+            throw new Error(`unknown fileStorage ${String(unreachable)}`);
         }
     }
 }
@@ -87,12 +146,9 @@ export function mattermostConfigPatch(settings: Settings): ConfigPatch {
         },
         SqlSettings: {
             DriverName: "postgres",
-            DataSource: dataSource(),
+            DataSource: dataSource(settings.database),
         },
-        FileSettings: {
-            DriverName: "local",
-            Directory: `${DATA_MOUNT}/mattermost/data/`,
-        },
+        FileSettings: fileSettings(settings),
     };
 }
 
@@ -100,6 +156,7 @@ export function mattermostConfigPatch(settings: Settings): ConfigPatch {
 export function healthCheck(settings: Settings): { url: string; status: number } {
     switch (settings.tlsMode) {
         case "nginx":
+        case "alb":
             return { url: `http://127.0.0.1:${UPSTREAM_PORT}/api/v4/system/ping`, status: 200 };
         case "direct":
             // Let's Encrypt's certificate is fetched on the first TLS client; until then the port 80 forwarder

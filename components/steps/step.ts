@@ -5,7 +5,15 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 /** Values only known at deploy time (resource outputs, generated secrets). */
-export type RuntimeValueName = "dataVolumeId" | "databasePassword" | "certificateChain" | "certificateKey";
+export type RuntimeValueName =
+    | "dataVolumeId"
+    | "databasePassword"
+    | "certificateChain"
+    | "certificateKey"
+    /** The RDS endpoint's host name (database: rds). */
+    | "databaseHost"
+    /** The S3 bucket's generated name (fileStorage: s3). */
+    | "filesBucket";
 
 /** A variable whose value is filled from runtime values: `{{dataVolumeId}}` placeholders in `template`. */
 export interface RuntimeVar {

@@ -98,3 +98,28 @@ describe("endpoint check: diagnosis (pure)", () => {
         assert.match(text, /Server journal .*\n {2}line 1\n {2}nginx: upstream refused$/);
     });
 });
+
+describe("endpoint diagnosis behind a load balancer (tlsMode alb: the expected address is the ALB's DNS name)", () => {
+    const ALB = "mattermost-lb-123456789.eu-west-1.elb.amazonaws.com";
+    const viaAlb = (domainAddresses: string[]): Observations => ({
+        ...healthy,
+        dns: { resolver: "DNS server 192.0.2.53", addresses: domainAddresses },
+        expectedName: { addresses: ["198.51.100.20", "198.51.100.21"] },
+        ping: { errorCode: "ETIMEDOUT", error: "timed out" },
+    });
+
+    it("accepts the domain resolving to any of the load balancer's current addresses", () => {
+        const findings = diagnose(DOMAIN, ALB, viaAlb(["198.51.100.21"]));
+        assert.ok(!findings.some((f) => /^DNS:/.test(f.problem)), JSON.stringify(findings));
+    });
+
+    it("names the load balancer and asks for a CNAME or alias when the domain points elsewhere", () => {
+        const [first] = diagnose(DOMAIN, ALB, viaAlb([EIP]));
+        assert.match(
+            first.problem,
+            new RegExp(`not to the load balancer ${ALB.replace(/\./g, "\\.")} \\(198\\.51\\.100\\.20, 198\\.51\\.100\\.21\\)`),
+        );
+        assert.match(first.fix, /CNAME/);
+        assert.match(first.fix, /never use an A record with its current IPs/);
+    });
+});

@@ -62,6 +62,40 @@ class Recorder implements pulumi.runtime.Mocks {
             case "aws:route53/record:Record":
                 state.fqdn = args.inputs.name;
                 break;
+            case "aws:rds/instance:Instance":
+                state.address = `${args.name}.c0mock0.eu-west-1.rds.amazonaws.com`;
+                state.port = 5432;
+                state.arn = `arn:aws:rds:eu-west-1:123456789012:db:${args.name}`;
+                break;
+            case "aws:rds/subnetGroup:SubnetGroup":
+                state.name = args.name;
+                break;
+            case "aws:rds/parameterGroup:ParameterGroup":
+                state.name = args.name;
+                break;
+            case "aws:s3/bucket:Bucket":
+                state.bucket = `${args.name}-20261201mock`;
+                state.arn = `arn:aws:s3:::${args.name}-20261201mock`;
+                break;
+            case "aws:lb/loadBalancer:LoadBalancer":
+                state.dnsName = `${args.name}-123456789.eu-west-1.elb.amazonaws.com`;
+                state.zoneId = "Z32O12XQLNTSW2";
+                state.arn = `arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/${args.name}/0123456789abcdef`;
+                break;
+            case "aws:lb/targetGroup:TargetGroup":
+                state.arn = `arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/${args.name}/0123456789abcdef`;
+                break;
+            case "aws:acm/certificate:Certificate":
+                state.arn = `arn:aws:acm:eu-west-1:123456789012:certificate/${args.name}`;
+                state.domainValidationOptions = [
+                    {
+                        domainName: args.inputs.domainName,
+                        resourceRecordName: `_0123456789abcdef.${String(args.inputs.domainName)}.`,
+                        resourceRecordType: "CNAME",
+                        resourceRecordValue: "_fedcba9876543210.mock.acm-validations.aws.",
+                    },
+                ];
+                break;
             case "aws:iam/role:Role":
                 state.arn = `arn:aws:iam::123456789012:role/${args.name}`;
                 state.name = args.name;

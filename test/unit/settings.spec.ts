@@ -37,13 +37,13 @@ const BAD: BadCase[] = [
         fix: /Let's Encrypt only issues certificates for DNS names/,
     },
     { why: "an IPv6 domain", config: { ...M, domain: "2001:db8::1", certificate: "self-signed" }, key: "domain", fix: /IPv6/ },
-    { why: "unknown tlsMode", config: { ...M, tlsMode: "haproxy" }, key: "tlsMode", fix: /not one of "auto", "direct", "nginx"/ },
+    { why: "unknown tlsMode", config: { ...M, tlsMode: "haproxy" }, key: "tlsMode", fix: /not one of "auto", "direct", "nginx", "alb"/ },
     { why: "tlsMode with the wrong case", config: { ...M, tlsMode: "NGINX" }, key: "tlsMode", fix: /case-sensitive: use "nginx"/ },
     {
         why: "unknown certificate source",
-        config: { ...M, certificate: "acm" },
+        config: { ...M, certificate: "vault" },
         key: "certificate",
-        fix: /"letsencrypt", "own", "self-signed"/,
+        fix: /"letsencrypt", "own", "self-signed", "acm"/,
     },
     {
         why: "staging through nginx without the CA to verify the endpoint",

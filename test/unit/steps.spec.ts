@@ -152,7 +152,7 @@ describe("server steps", () => {
         assert.equal(fillTemplate("a {{X}} b", { X: "1" }), "a 1 b");
         assert.throws(() => fillTemplate("a {{X}} {{Y}}", { X: "1" }), /\{\{Y\}\} has no value/);
         assert.throws(() => fillTemplate("a {{X}}", { X: "1", Z: "2" }), /not used: Z/);
-        const unit = renderMattermostUnit();
+        const unit = renderMattermostUnit("local");
         assert.doesNotMatch(unit, /\{\{/);
         assert.doesNotMatch(unit, /^NoNewPrivileges/m);
         assert.match(unit, /^Restart=always$/m);
