@@ -61,6 +61,19 @@ export function dataSource(database: DatabaseMode, password?: string, host?: str
     }
 }
 
+/** Mattermost serving plain HTTP on `listenAddress` behind something else that terminates TLS. */
+function plainBehindTlsTerminator(listenAddress: string): ConfigPatch["ServiceSettings"] {
+    return {
+        ListenAddress: listenAddress,
+        ConnectionSecurity: "",
+        Forward80To443: false,
+        UseLetsEncrypt: false,
+        TLSCertFile: "",
+        TLSKeyFile: "",
+        TLSStrictTransport: false,
+    };
+}
+
 function tlsSettings(settings: Settings, mode: TlsMode): ConfigPatch["ServiceSettings"] {
     switch (mode) {
         case "direct":
@@ -79,27 +92,11 @@ function tlsSettings(settings: Settings, mode: TlsMode): ConfigPatch["ServiceSet
             };
         case "nginx":
             // TLS ends at nginx; TLS on both layers loops redirects. Mattermost listens on loopback only.
-            return {
-                ListenAddress: `127.0.0.1:${UPSTREAM_PORT}`,
-                ConnectionSecurity: "",
-                Forward80To443: false,
-                UseLetsEncrypt: false,
-                TLSCertFile: "",
-                TLSKeyFile: "",
-                TLSStrictTransport: false,
-            };
+            return plainBehindTlsTerminator(`127.0.0.1:${UPSTREAM_PORT}`);
         case "alb":
             // TLS ends at the load balancer, which reaches Mattermost on 8065 over the VPC (the security group admits
             // only the load balancer). Plain HTTP here, no forwarder: the ALB redirects 80 itself.
-            return {
-                ListenAddress: `:${UPSTREAM_PORT}`,
-                ConnectionSecurity: "",
-                Forward80To443: false,
-                UseLetsEncrypt: false,
-                TLSCertFile: "",
-                TLSKeyFile: "",
-                TLSStrictTransport: false,
-            };
+            return plainBehindTlsTerminator(`:${UPSTREAM_PORT}`);
         default: {
             const unreachable: never = mode;
             throw new Error(`unknown tlsMode ${String(unreachable)}`);
