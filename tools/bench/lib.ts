@@ -1,0 +1,221 @@
+// Small helpers shared by the bench sections: processes pinned to CPUs, /proc readings, statistics, tables.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+
+import { run } from "../../test/host/testhost";
+
+export { run };
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function median(values: readonly number[]): number {
+    if (values.length === 0) return NaN;
+    const s = [...values].sort((a, b) => a - b);
+    const mid = Math.floor(s.length / 2);
+    return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** `taskset -c <cpus>` in front of argv, or argv unchanged when no CPU list is given. */
+export function pinned(cpus: string | undefined, argv: readonly string[]): string[] {
+    return cpus ? ["taskset", "-c", cpus, ...argv] : [...argv];
+}
+
+/** Number of CPUs in a taskset list such as "0", "0,1" or "0-3". */
+export function cpuCount(list: string): number {
+    let n = 0;
+    for (const part of list.split(",")) {
+        const [a, b] = part.split("-").map(Number);
+        n += b === undefined ? 1 : b - a + 1;
+    }
+    return n;
+}
+
+/** A long-running child process whose output is kept (tail) for error messages. */
+export interface Service {
+    readonly name: string;
+    readonly child: ChildProcess;
+    readonly pid: number;
+    output(): string;
+    /** Resolves when the output contains `needle` (rejects when the process exits first or after timeoutMs). */
+    waitFor(needle: string | RegExp, timeoutMs?: number): Promise<void>;
+    stop(): Promise<void>;
+}
+
+const services = new Set<Service>();
+let exitHook = false;
+
+export function startService(
+    name: string,
+    argv: readonly string[],
+    opts: { env?: NodeJS.ProcessEnv; cwd?: string; stdin?: boolean } = {},
+): Service {
+    if (!exitHook) {
+        exitHook = true;
+        process.on("exit", () => {
+            for (const s of services) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill("SIGKILL");
+        });
+        // Ctrl-C or a kill: leave no nginx or upstream behind (the exit handler above runs on process.exit).
+        for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(sig, () => process.exit(130));
+    }
+    const [cmd, ...args] = argv;
+    const child = spawn(cmd, args, {
+        stdio: [opts.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+        env: opts.env ?? process.env,
+        cwd: opts.cwd,
+    });
+    let out = "";
+    const listeners = new Set<() => void>();
+    const keep = (b: Buffer): void => {
+        out += b.toString("utf8");
+        if (out.length > 64_000) out = out.slice(-32_000);
+        for (const l of listeners) l();
+    };
+    child.stdout?.on("data", keep);
+    child.stderr?.on("data", keep);
+    const exited = new Promise<void>((resolve) => {
+        child.once("exit", () => resolve());
+        child.once("error", (e) => {
+            out += `\n[${name}] ${e.message}`;
+            resolve();
+        });
+    });
+    const service: Service = {
+        name,
+        child,
+        pid: child.pid ?? -1,
+        output: () => out,
+        waitFor(needle, timeoutMs = 15_000) {
+            return new Promise<void>((resolve, reject) => {
+                const check = (): void => {
+                    if (typeof needle === "string" ? out.includes(needle) : needle.test(out)) done(resolve);
+                };
+                const done = (fn: () => void): void => {
+                    clearTimeout(timer);
+                    listeners.delete(check);
+                    fn();
+                };
+                const timer = setTimeout(
+                    () => done(() => reject(new Error(`${name}: no ${String(needle)} within ${timeoutMs} ms:\n${out}`))),
+                    timeoutMs,
+                );
+                listeners.add(check);
+                void exited.then(() => done(() => reject(new Error(`${name} exited (${child.exitCode ?? child.signalCode}):\n${out}`))));
+                check();
+            });
+        },
+        async stop() {
+            services.delete(service);
+            if (child.exitCode !== null || child.signalCode !== null) return;
+            child.kill("SIGTERM");
+            const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+            await exited;
+            clearTimeout(timer);
+        },
+    };
+    services.add(service);
+    return service;
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+
+const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+/** User + system CPU seconds a process has used so far (0 when it is gone). */
+export function cpuSeconds(pid: number): number {
+    try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+        return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    } catch {
+        return 0;
+    }
+}
+
+/** Resident set size in KiB (VmRSS), 0 when the process is gone. */
+export function rssKiB(pid: number): number {
+    try {
+        const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+        return m ? Number(m[1]) : 0;
+    } catch {
+        return 0;
+    }
+}
+
+/** A process's command line as `ps` shows it (nginx sets titles such as "nginx: worker process"). */
+export function processTitle(pid: number): string {
+    try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+    } catch {
+        return "";
+    }
+}
+
+/** Direct children of a process. */
+export function childPids(pid: number): number[] {
+    const out: number[] = [];
+    for (const entry of fs.readdirSync("/proc")) {
+        if (!/^\d+$/.test(entry)) continue;
+        try {
+            const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+            const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+            if (ppid === pid) out.push(Number(entry));
+        } catch {
+            /* gone */
+        }
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------
+// Build cache
+
+/** A per-machine cache folder for built helpers (the fast upstream). */
+export function cacheDir(): string {
+    const dir = path.join(os.tmpdir(), "mattermost-bench-cache");
+    fs.mkdirSync(dir, { recursive: true });
+    return dir;
+}
+
+export function hashOf(...parts: (string | Buffer)[]): string {
+    const h = createHash("sha256");
+    for (const p of parts) h.update(p).update("\0");
+    return h.digest("hex").slice(0, 16);
+}
+
+// ---------------------------------------------------------------------------
+// Formatting
+
+export function fmtInt(n: number): string {
+    return Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-";
+}
+
+export function fmtMs(ms: number): string {
+    if (!Number.isFinite(ms)) return "-";
+    return ms < 10 ? `${ms.toFixed(2)} ms` : ms < 100 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
+}
+
+export function fmtSeconds(ms: number): string {
+    return Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : "-";
+}
+
+export function fmtMiB(kib: number): string {
+    return Number.isFinite(kib) ? `${(kib / 1024).toFixed(1)} MiB` : "-";
+}
+
+export function fmtRatio(r: number): string {
+    return Number.isFinite(r) ? r.toFixed(2) : "-";
+}
+
+/** A Markdown table (also readable as plain text): first column left-aligned, the others right-aligned. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+    const line = (cells: readonly string[]): string =>
+        "| " + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ") + " |";
+    const rule = "| " + widths.map((w, i) => (i === 0 ? "-".repeat(w) : "-".repeat(w - 1) + ":")).join(" | ") + " |";
+    return [line(header), rule, ...rows.map(line)].join("\n");
+}
