@@ -151,7 +151,7 @@ async function preparePackages(host: TestHost, state: PackageState, proxyPort: n
             "export DEBIAN_FRONTEND=noninteractive",
             `printf 'Acquire::http::Proxy "%s";\\nAcquire::http::Pipeline-Depth "0";\\nAcquire::Retries "3";\\n' '${proxy}' > /etc/apt/apt.conf.d/90bench-proxy`,
             // Everything the steps' apt_install would bring: the packages, their dependencies, their data.
-            "apt-get purge -y -qq 'postgresql*' 'nginx*' 'libnginx*' certbot 'python3-certbot*' >/dev/null",
+            "dpkg-query -W -f='${Package}\\n' | grep -E '^(postgresql|nginx|libnginx|certbot|python3-certbot)' | xargs apt-get purge -y -qq >/dev/null",
             "apt-get autoremove --purge -y -qq >/dev/null",
             "rm -rf /var/lib/postgresql /etc/postgresql /etc/nginx /var/log/nginx /etc/letsencrypt",
             "apt-get clean",
