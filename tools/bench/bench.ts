@@ -6,7 +6,7 @@
 // Prints a Markdown table per section and writes everything as JSON (default bench-results/latest.json).
 // BENCH_KEEP=1 keeps the proxy section's temporary folder (configs, logs) for a look afterwards.
 //
-//   npm run bench -- [--only proxy,host,program] [--rounds 5] [--duration 10] [--ws 1000] [--out FILE] ...
+//   npm run bench -- [--only proxy,host,program] [--rounds 3] [--duration 10] [--ws 1000] [--out FILE] ...
 // (`--help` lists every option). Needs root for the host section; packages: tools/bench/install-deps.sh.
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -38,6 +38,7 @@ interface Options {
     threads: number;
     connections: number;
     ws: number;
+    upstreamWork: number;
     clientCpus: string;
     serverCpus: string;
     basePort: number;
@@ -56,10 +57,11 @@ function defaultCpus(): { client: string; server: string } {
 
 const HELP = `usage: npm run bench -- [options]
   --only LIST               sections, comma-separated: ${SECTIONS.join(",")} (default: all)
-  --rounds N                rounds per proxy measurement, at least 3 (default 5)
+  --rounds N                rounds per proxy measurement, at least 3 (default 3)
   --duration S              seconds per wrk run (default 10); --warmup S per target before the rounds (default 2)
   --threads N --connections N   wrk threads and connections (default 1 and 50)
   --ws N                    websocket connections held through (b) (default 1000)
+  --upstream-work US        CPU microseconds per request of the second upstream (rows "with work", default 250)
   --client-cpus L --server-cpus L   taskset CPU lists for the load generators and for nginx + upstream
                             (default on 2 cores: client 1, server 0)
   --base-port P             loopback ports P..P+999 (default 18000)
@@ -72,12 +74,13 @@ function parseArgs(argv: readonly string[]): Options {
     const cpus = defaultCpus();
     const o: Options = {
         only: [...SECTIONS],
-        rounds: 5,
+        rounds: 3,
         duration: 10,
         warmup: 2,
         threads: 1,
         connections: 50,
         ws: 1000,
+        upstreamWork: 250,
         clientCpus: cpus.client,
         serverCpus: cpus.server,
         basePort: 18000,
@@ -124,6 +127,9 @@ function parseArgs(argv: readonly string[]): Options {
                 break;
             case "--ws":
                 o.ws = numeric(flag, value, 1);
+                break;
+            case "--upstream-work":
+                o.upstreamWork = numeric(flag, value, 1);
                 break;
             case "--client-cpus":
                 o.clientCpus = value;
@@ -276,23 +282,47 @@ function proxyTables(p: ProxyResult): string {
         fmtMs(m.median.p99Ms),
         us(m.median.serverCpuUsPerRequest),
         pct(m.median.serverCpuBusy),
+        pct(m.median.clientCpuBusy),
         fmtInt(m.median.errors),
     ];
-    const header = ["target", "req/s", "p50", "p99", "server CPU per request", "server CPU busy", "errors"];
+    const header = ["target", "req/s", "p50", "p99", "server CPU per request", "server CPU busy", "wrk CPU busy", "errors"];
     const keepAlive = table(header, p.keepAlive.map(row));
     const handshakes = table(
-        ["target (Connection: close)", "new TLS handshakes/s", "p50", "p99", "server CPU per handshake", "server CPU busy", "errors"],
+        [
+            "target (Connection: close, every request a different URL)",
+            "new TLS handshakes/s",
+            "p50",
+            "p99",
+            "server CPU per handshake",
+            "server CPU busy",
+            "wrk CPU busy",
+            "errors",
+        ],
         p.handshakes.map(row),
     );
     const ws = table(
-        ["websockets through (b)", "held / attempted", "alive after all opened", "nginx RSS idle → held", "upstream RSS idle → held"],
-        p.websockets.map((w) => [
-            `${w.label}, ${w.workerProcesses} workers`,
-            `${w.held} / ${w.attempted}`,
-            String(w.alive),
-            `${fmtMiB(w.nginxRssKiB.idle)} → ${fmtMiB(w.nginxRssKiB.held)}`,
-            `${fmtMiB(w.upstreamRssKiB.idle)} → ${fmtMiB(w.upstreamRssKiB.held)}`,
-        ]),
+        [
+            "websockets through (b)",
+            "held / attempted",
+            "alive after all opened",
+            "nginx RSS idle → held",
+            "per connection",
+            "upstream RSS idle → held",
+            "per connection",
+        ],
+        p.websockets.map((w) => {
+            const per = (rss: { idle: number; held: number }): string =>
+                w.held > 0 ? `${((rss.held - rss.idle) / w.held).toFixed(1)} KiB` : "-";
+            return [
+                `${w.label}, ${w.workerProcesses} workers`,
+                `${w.held} / ${w.attempted}`,
+                String(w.alive),
+                `${fmtMiB(w.nginxRssKiB.idle)} → ${fmtMiB(w.nginxRssKiB.held)}`,
+                per(w.nginxRssKiB),
+                `${fmtMiB(w.upstreamRssKiB.idle)} → ${fmtMiB(w.upstreamRssKiB.held)}`,
+                per(w.upstreamRssKiB),
+            ];
+        }),
     );
     const r = p.ratios;
     const setup = Object.entries(p.setup)
@@ -305,8 +335,9 @@ function proxyTables(p: ProxyResult): string {
         "",
         keepAlive,
         "",
-        `Ratios (keep-alive, req/s): b/a = ${fmtRatio(r.bOverA)}, b/c = ${fmtRatio(r.bOverC)}; p99 b/c = ${fmtRatio(r.p99BOverC)}` +
-            ` (below 1: b's tail is shorter). Handshakes b/c = ${fmtRatio(r.handshakesBOverC)}.`,
+        `Ratios (keep-alive, req/s): b/a = ${fmtRatio(r.bOverA)}, b/c = ${fmtRatio(r.bOverC)} with p99 b/c = ${fmtRatio(r.p99BOverC)}` +
+            ` (below 1: b's tail is shorter); every URL different: b/c = ${fmtRatio(r.uniqueBOverC)}, p99 b/c = ${fmtRatio(r.uniqueP99BOverC)};` +
+            ` with the upstream doing work: b/a = ${fmtRatio(r.workBOverA)}. New TLS handshakes/s b/c = ${fmtRatio(r.handshakesBOverC)}.`,
         "",
         handshakes,
         "",
@@ -410,12 +441,14 @@ export function report(r: BenchResult): string {
     if (r.proxy) parts.push(proxyTables(r.proxy));
     if (r.host) parts.push(hostTable(r.host));
     if (r.program) parts.push(programTable(r.program));
-    parts.push(
-        table(
-            ["target", "measured", "met"],
-            r.targets.map((t) => [t.target, t.value, t.met === undefined ? "-" : t.met ? "yes" : "no"]),
-        ),
-    );
+    if (r.targets.length > 0) {
+        parts.push(
+            table(
+                ["target", "measured", "met"],
+                r.targets.map((t) => [t.target, t.value, t.met === undefined ? "-" : t.met ? "yes" : "no"]),
+            ),
+        );
+    }
     return parts.join("\n\n") + "\n";
 }
 
@@ -439,6 +472,7 @@ async function main(): Promise<void> {
             clientCpus: o.clientCpus,
             serverCpus: o.serverCpus,
             wsConnections: o.ws,
+            upstreamWorkUs: o.upstreamWork,
             basePort: o.basePort,
             log,
         });

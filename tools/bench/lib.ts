@@ -200,7 +200,8 @@ export function fmtMs(ms: number): string {
 }
 
 export function fmtSeconds(ms: number): string {
-    return Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : "-";
+    if (!Number.isFinite(ms)) return "-";
+    return `${(ms / 1000).toFixed(ms < 1000 ? 2 : 1)} s`;
 }
 
 export function fmtMiB(kib: number): string {

@@ -45,19 +45,25 @@ export interface ProxyOptions {
     readonly serverCpus: string;
     /** Websocket connections held through (b). */
     readonly wsConnections: number;
+    /** CPU microseconds the second upstream spends per request (the "with real work" pair of rows). */
+    readonly upstreamWorkUs: number;
     /** First of the loopback ports used (18000-18999 by default). */
     readonly basePort: number;
     readonly log: (line: string) => void;
 }
 
-export type TargetKey = "a" | "b" | "c" | "b-http";
+export type TargetKey = "a" | "b" | "c" | "b-unique" | "c-unique" | "b-http" | "bare" | "a-work" | "b-work";
 
 export interface Target {
     readonly key: TargetKey;
     readonly label: string;
     readonly url: string;
+    /** The upstream behind it. */
+    readonly upstream: Service;
     /** The nginx in front, if any. */
     readonly nginx?: NginxInstance;
+    /** Every request a different URL (a counter in the query string), so no two share a proxy cache key. */
+    readonly uniqueUrls?: boolean;
 }
 
 export interface WrkResult {
@@ -75,6 +81,8 @@ export interface WrkResult {
     readonly serverCpuBusy: number;
     /** CPU microseconds per request spent by wrk. */
     readonly clientCpuUsPerRequest: number;
+    /** Share of the client CPUs' time wrk used (near 1: the load generator is the limit). */
+    readonly clientCpuBusy: number;
 }
 
 export interface Measured {
@@ -107,6 +115,11 @@ export interface ProxyResult {
         readonly bOverA: number;
         readonly bOverC: number;
         readonly p99BOverC: number;
+        /** b/c with every request a different URL (no two requests share a cache key in c). */
+        readonly uniqueBOverC: number;
+        readonly uniqueP99BOverC: number;
+        /** b/a with the upstream that spends upstreamWorkUs of CPU per request. */
+        readonly workBOverA: number;
         readonly handshakesBOverC: number;
     };
     readonly websockets: WebsocketResult[];
@@ -159,6 +172,36 @@ export function withoutTls(conf: string, httpsPort: number): string {
         .replace(/^\s*http2 on;\n/m, "");
     if (out === conf) throw new Error("no TLS listener to turn off");
     return out;
+}
+
+/**
+ * Diagnostic: the least an nginx TLS proxy can be (TLS, keep-alive to the upstream, nothing else: no cache, no
+ * log, no headers), with the same certificate and protocols. What nginx itself costs, whatever the site says.
+ */
+export function bareProxySite(upstreamPort: number, httpPort: number, httpsPort: number, certFile: string, keyFile: string): string {
+    return `upstream bare {
+    server 127.0.0.1:${upstreamPort};
+    keepalive 64;
+}
+
+server {
+    listen 127.0.0.1:${httpPort};
+    return 301 https://$host$request_uri;
+}
+
+server {
+    listen 127.0.0.1:${httpsPort} ssl;
+    ssl_certificate ${certFile};
+    ssl_certificate_key ${keyFile};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    access_log off;
+    location / {
+        proxy_pass http://bare;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+    }
+}
+`;
 }
 
 export interface NginxInstance {
@@ -315,8 +358,19 @@ interface WrkRun {
     readonly url: string;
     readonly seconds: number;
     readonly closeEach: boolean;
+    /** A wrk Lua script (unique URLs). */
+    readonly script?: string;
     readonly serverPids: () => number[];
 }
+
+/** wrk's Lua hook for unique URLs: the path of the command line's URL plus `?n=<counter>`. */
+export const UNIQUE_URLS_LUA = `-- Every request a different URL, so no two requests share a proxy cache key.
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, wrk.path .. "?n=" .. n)
+end
+`;
 
 async function wrk(opts: ProxyOptions, w: WrkRun): Promise<WrkResult> {
     const args = [
@@ -331,6 +385,7 @@ async function wrk(opts: ProxyOptions, w: WrkRun): Promise<WrkResult> {
         "-H",
         `Host: ${DOMAIN}`,
         ...(w.closeEach ? ["-H", "Connection: close"] : []),
+        ...(w.script ? ["-s", w.script] : []),
         w.url,
     ];
     // bash's `times` reports the CPU time of its finished children: wrk's own.
@@ -361,6 +416,7 @@ async function wrk(opts: ProxyOptions, w: WrkRun): Promise<WrkResult> {
         serverCpuUsPerRequest: (serverCpu / parsed.requests) * 1e6,
         serverCpuBusy: serverCpu / (wallSeconds * cpuCount(opts.serverCpus)),
         clientCpuUsPerRequest: (clientCpu / parsed.requests) * 1e6,
+        clientCpuBusy: clientCpu / (wallSeconds * cpuCount(opts.clientCpus || String(os.cpus().length - 1))),
     };
 }
 
@@ -377,6 +433,7 @@ function medianResult(runs: readonly WrkResult[]): WrkResult {
         serverCpuUsPerRequest: m((r) => r.serverCpuUsPerRequest),
         serverCpuBusy: m((r) => r.serverCpuBusy),
         clientCpuUsPerRequest: m((r) => r.clientCpuUsPerRequest),
+        clientCpuBusy: m((r) => r.clientCpuBusy),
     };
 }
 
@@ -384,20 +441,26 @@ function medianResult(runs: readonly WrkResult[]): WrkResult {
 async function rounds(
     opts: ProxyOptions,
     targets: readonly Target[],
-    upstream: Service,
     closeEach: boolean,
+    luaScript: string,
     what: string,
 ): Promise<Measured[]> {
     const runs = new Map<TargetKey, WrkResult[]>(targets.map((t) => [t.key, []]));
-    const serverPids = (t: Target) => (): number[] => [upstream.pid, ...(t.nginx?.children() ?? [])];
+    const wrkRun = (t: Target, seconds: number): WrkRun => ({
+        url: t.url,
+        seconds,
+        closeEach,
+        script: t.uniqueUrls ? luaScript : undefined,
+        serverPids: () => [t.upstream.pid, ...(t.nginx?.children() ?? [])],
+    });
     for (const t of targets) {
         opts.log(`  warm-up ${what} ${t.key}`);
-        await wrk(opts, { url: t.url, seconds: opts.warmupSeconds, closeEach, serverPids: serverPids(t) });
+        await wrk(opts, wrkRun(t, opts.warmupSeconds));
     }
     for (let round = 0; round < opts.rounds; round++) {
         const order = targets.map((_, i) => targets[(i + round) % targets.length]);
         for (const t of order) {
-            const r = await wrk(opts, { url: t.url, seconds: opts.durationSeconds, closeEach, serverPids: serverPids(t) });
+            const r = await wrk(opts, wrkRun(t, opts.durationSeconds));
             opts.log(
                 `  round ${round + 1}/${opts.rounds} ${what} ${t.key}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms` +
                     (r.errors ? `, ${r.errors} errors` : ""),
@@ -486,14 +549,23 @@ export async function benchProxy(opts: ProxyOptions): Promise<ProxyResult> {
         fs.writeFileSync(caFile, pair.ca);
 
         const port = (offset: number): number => opts.basePort + offset;
+        const luaScript = path.join(root, "unique-urls.lua");
+        fs.writeFileSync(luaScript, UNIQUE_URLS_LUA);
+        const startUpstream = async (name: string, upstreamPort: number, workUs: number): Promise<Service> => {
+            const argv = [upstreamBin, "-listen", `127.0.0.1:${upstreamPort}`, ...(workUs > 0 ? ["-work", `${workUs}us`] : [])];
+            const service = startService(name, pinned(opts.serverCpus, argv), {
+                env: { ...process.env, GOMAXPROCS: String(cpuCount(opts.serverCpus)) },
+            });
+            started.push(service);
+            await service.waitFor("listening on");
+            return service;
+        };
         const upstreamPort = port(65);
-        const upstream = startService("upstream", pinned(opts.serverCpus, [upstreamBin, "-listen", `127.0.0.1:${upstreamPort}`]), {
-            env: { ...process.env, GOMAXPROCS: String(cpuCount(opts.serverCpus)) },
-        });
-        started.push(upstream);
-        await upstream.waitFor("listening on");
+        const workPort = port(66);
+        const upstream = await startUpstream("upstream", upstreamPort, 0);
+        const working = await startUpstream("upstream with work", workPort, opts.upstreamWorkUs);
 
-        const projectSite = (cacheName: string, http: number, https: number): string =>
+        const projectSite = (name: string, toPort: number, http: number, https: number): string =>
             moveListens(
                 renderNginxSite({
                     domain: DOMAIN,
@@ -501,9 +573,9 @@ export async function benchProxy(opts: ProxyOptions): Promise<ProxyResult> {
                     keyFile,
                     nginxVersion: version,
                     acmeWebroot: path.join(root, "acme"),
-                    upstreamPort,
-                    cacheDir: path.join(root, "cache", cacheName),
-                    accessLog: path.join(root, `${cacheName}.access.log`),
+                    upstreamPort: toPort,
+                    cacheDir: path.join(root, "cache", name),
+                    accessLog: path.join(root, `${name}.access.log`),
                 }),
                 http,
                 https,
@@ -519,35 +591,51 @@ export async function benchProxy(opts: ProxyOptions): Promise<ProxyResult> {
             port(181),
             port(444),
         );
-        const b = await startNginx(
-            root,
-            "b",
-            projectSite("b", port(180), port(443)),
-            { http: port(180), https: port(443) },
-            opts.serverCpus,
-        );
-        started.push(b);
-        const c = await startNginx(root, "c", docsSite, { http: port(181), https: port(444) }, opts.serverCpus);
-        started.push(c);
-        const bHttp = await startNginx(
-            root,
+        const nginx = async (name: string, site: string, http: number, https: number, wrapper?: NginxWrapper): Promise<NginxInstance> => {
+            const instance = await startNginx(root, name, site, { http, https }, opts.serverCpus, wrapper);
+            started.push(instance);
+            return instance;
+        };
+        const b = await nginx("b", projectSite("b", upstreamPort, port(180), port(443)), port(180), port(443));
+        const c = await nginx("c", docsSite, port(181), port(444));
+        const bHttp = await nginx(
             "b-http",
-            withoutTls(projectSite("b-http", port(182), port(445)), port(445)),
-            { http: port(182), https: port(445) },
-            opts.serverCpus,
+            withoutTls(projectSite("b-http", upstreamPort, port(182), port(445)), port(445)),
+            port(182),
+            port(445),
         );
-        started.push(bHttp);
+        const bare = await nginx("bare", bareProxySite(upstreamPort, port(185), port(448), certFile, keyFile), port(185), port(448));
+        const bWork = await nginx("b-work", projectSite("b-work", workPort, port(184), port(447)), port(184), port(447));
 
+        const https = (n: NginxInstance): string => `https://127.0.0.1:${n.httpsPort}${PING}`;
+        const work = `${opts.upstreamWorkUs} µs`;
         const targets: Target[] = [
-            { key: "a", label: "(a) upstream, plain HTTP (the limit)", url: `http://127.0.0.1:${upstreamPort}${PING}` },
-            { key: "b", label: "(b) this project's site, HTTPS", url: `https://127.0.0.1:${b.httpsPort}${PING}`, nginx: b },
-            { key: "c", label: "(c) Mattermost docs' config, HTTPS", url: `https://127.0.0.1:${c.httpsPort}${PING}`, nginx: c },
+            { key: "a", label: "(a) upstream, plain HTTP (the limit)", url: `http://127.0.0.1:${upstreamPort}${PING}`, upstream },
+            { key: "b", label: "(b) this project's site, HTTPS", url: https(b), upstream, nginx: b },
+            { key: "c", label: "(c) Mattermost docs' config, HTTPS", url: https(c), upstream, nginx: c },
+            { key: "b-unique", label: "(b), every request a different URL", url: https(b), upstream, nginx: b, uniqueUrls: true },
+            { key: "c-unique", label: "(c), every request a different URL", url: https(c), upstream, nginx: c, uniqueUrls: true },
             {
                 key: "b-http",
                 label: "(b') this project's site without TLS (diagnostic)",
                 url: `http://127.0.0.1:${bHttp.httpsPort}${PING}`,
+                upstream,
                 nginx: bHttp,
             },
+            {
+                key: "bare",
+                label: "(b'') bare nginx TLS proxy: no cache, log or headers (diagnostic)",
+                url: https(bare),
+                upstream,
+                nginx: bare,
+            },
+            {
+                key: "a-work",
+                label: `(a) upstream spending ${work} CPU per request`,
+                url: `http://127.0.0.1:${workPort}${PING}`,
+                upstream: working,
+            },
+            { key: "b-work", label: `(b) in front of that upstream`, url: https(bWork), upstream: working, nginx: bWork },
         ];
         // Every target answers the ping before anything is measured.
         for (const t of targets) {
@@ -556,18 +644,13 @@ export async function benchProxy(opts: ProxyOptions): Promise<ProxyResult> {
         }
 
         opts.log("proxy: keep-alive throughput and latency");
-        const keepAlive = await rounds(opts, targets, upstream, false, "keep-alive");
-        opts.log("proxy: new TLS handshakes (Connection: close)");
-        const handshakes = await rounds(
-            opts,
-            targets.filter((t) => t.key === "b" || t.key === "c"),
-            upstream,
-            true,
-            "handshakes",
-        );
-        await bHttp.stop();
-        await c.stop();
-        await b.stop();
+        const keepAlive = await rounds(opts, targets, false, luaScript, "keep-alive");
+        opts.log("proxy: new TLS handshakes (Connection: close, every request a different URL)");
+        const handshakeTargets = targets
+            .filter((t) => t.key === "b-unique" || t.key === "c-unique")
+            .map((t) => ({ ...t, key: t.key === "b-unique" ? ("b" as const) : ("c" as const), label: t.label.split(",")[0] }));
+        const handshakes = await rounds(opts, handshakeTargets, true, luaScript, "handshakes");
+        for (const n of [bWork, bare, bHttp, c, b]) await n.stop();
 
         opts.log(`proxy: ${opts.wsConnections} websockets through (b)`);
         const websockets: WebsocketResult[] = [];
@@ -575,44 +658,42 @@ export async function benchProxy(opts: ProxyOptions): Promise<ProxyResult> {
             ["ws-debian", DEBIAN_WRAPPER, "(b), Debian's nginx.conf (worker_connections 768)"],
             ["ws-raised", { workerConnections: 4096, rlimitNofile: 8192 }, "(b), worker_connections 4096, worker_rlimit_nofile 8192"],
         ] as const) {
-            const ws = await startNginx(
-                root,
-                name,
-                projectSite(name, port(183), port(446)),
-                { http: port(183), https: port(446) },
-                opts.serverCpus,
-                wrapper,
-            );
+            // A fresh upstream and nginx for each, so both start from their idle memory.
+            const wsUpstream = await startUpstream(`upstream for ${name}`, port(67), 0);
+            const ws = await nginx(name, projectSite(name, port(67), port(183), port(446)), port(183), port(446), wrapper);
             try {
-                const r = await websocketsThrough(opts, ws, upstream, caFile, label);
+                const r = await websocketsThrough(opts, ws, wsUpstream, caFile, label);
                 opts.log(`  ${label}: held ${r.held}/${r.attempted}, alive ${r.alive}`);
                 websockets.push(r);
             } finally {
                 await ws.stop();
+                await wsUpstream.stop();
             }
         }
 
         const get = (list: Measured[], key: TargetKey): WrkResult | undefined => list.find((m) => m.target === key)?.median;
-        const [ka, kb, kc] = [get(keepAlive, "a"), get(keepAlive, "b"), get(keepAlive, "c")];
-        const [hb, hc] = [get(handshakes, "b"), get(handshakes, "c")];
         const ratio = (x: number | undefined, y: number | undefined): number => (x !== undefined && y ? x / y : NaN);
+        const rps = (list: Measured[], key: TargetKey): number | undefined => get(list, key)?.requestsPerSecond;
         return {
             setup: {
                 nginx: version,
-                wrk: `${opts.threads} thread(s), ${opts.connections} connections, ${opts.durationSeconds} s per run (+${opts.warmupSeconds} s warm-up per target), ${opts.rounds} rounds`,
-                cpus: `wrk and the websocket client on CPU ${opts.clientCpus}; upstream (GOMAXPROCS=${cpuCount(opts.serverCpus)}) and nginx on CPU ${opts.serverCpus}`,
+                wrk: `${opts.threads} thread(s), ${opts.connections} connections, ${opts.durationSeconds} s per run (+${opts.warmupSeconds} s warm-up per target), ${opts.rounds} rounds, targets alternating`,
+                cpus: `wrk and the websocket client on CPU ${opts.clientCpus}; upstream (Go, GOMAXPROCS=${cpuCount(opts.serverCpus)}) and nginx on CPU ${opts.serverCpus}`,
                 nginxWrapper:
-                    "Debian 12's nginx.conf directives (worker_processes auto, worker_connections 768, unbuffered access log, gzip on); open files 1024 as under systemd",
-                request: `GET ${PING} (upstream answers 48 bytes, Cache-Control: no-cache, so no proxy cache hit); HTTP/1.1 (wrk has no HTTP/2)`,
+                    "Debian 12's nginx.conf directives around each site (worker_processes auto, worker_connections 768, unbuffered access log, gzip on); open files 1024 as under systemd",
+                request: `GET ${PING}: the upstream answers 48 bytes with Cache-Control: no-cache (never a cache hit); HTTP/1.1 (wrk has no HTTP/2)`,
                 certificate: "ECDSA P-256 leaf from a test CA (what certbot 2.x requests by default)",
             },
             keepAlive,
             handshakes,
             ratios: {
-                bOverA: ratio(kb?.requestsPerSecond, ka?.requestsPerSecond),
-                bOverC: ratio(kb?.requestsPerSecond, kc?.requestsPerSecond),
-                p99BOverC: ratio(kb?.p99Ms, kc?.p99Ms),
-                handshakesBOverC: ratio(hb?.requestsPerSecond, hc?.requestsPerSecond),
+                bOverA: ratio(rps(keepAlive, "b"), rps(keepAlive, "a")),
+                bOverC: ratio(rps(keepAlive, "b"), rps(keepAlive, "c")),
+                p99BOverC: ratio(get(keepAlive, "b")?.p99Ms, get(keepAlive, "c")?.p99Ms),
+                uniqueBOverC: ratio(rps(keepAlive, "b-unique"), rps(keepAlive, "c-unique")),
+                uniqueP99BOverC: ratio(get(keepAlive, "b-unique")?.p99Ms, get(keepAlive, "c-unique")?.p99Ms),
+                workBOverA: ratio(rps(keepAlive, "b-work"), rps(keepAlive, "a-work")),
+                handshakesBOverC: ratio(rps(handshakes, "b"), rps(handshakes, "c")),
             },
             websockets,
         };

@@ -6,12 +6,16 @@
 //	GET /api/v4/websocket     RFC 6455 upgrade; echoes text and binary messages, answers pings, returns close frames
 //	GET /api/v4/users/websocket  the same
 //
+// With -work D every ping first spends D of CPU (hashing), to show the proxy's share next to an upstream that does
+// real work per request, as Mattermost's API handlers do.
+//
 // Standard library only; built by tools/bench with Debian's Go (GO111MODULE=off), offline.
 package main
 
 import (
 	"bufio"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -23,17 +27,53 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 var pingBody = []byte(`{"status":"OK","ActiveSearchBackend":"database"}`)
 
+// workRounds is how many SHA-256 rounds over workBlock each ping computes (-work; 0 by default): CPU spent per
+// request, for scale, as a real API handler spends it.
+var (
+	workRounds int
+	workBlock  = make([]byte, 1024)
+	workSink   [32]byte
+)
+
+func burn(rounds int) {
+	sum := workSink
+	for i := 0; i < rounds; i++ {
+		copy(workBlock, sum[:])
+		sum = sha256.Sum256(workBlock)
+	}
+	workSink = sum
+}
+
+// calibrate returns the rounds of burn that take d of CPU on this machine (the fastest of several tries).
+func calibrate(d time.Duration) int {
+	const probe = 2000
+	best := time.Duration(1<<63 - 1)
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		burn(probe)
+		if t := time.Since(start); t < best {
+			best = t
+		}
+	}
+	return int(float64(probe) * float64(d) / float64(best))
+}
+
 func ping(w http.ResponseWriter, _ *http.Request) {
+	if workRounds > 0 {
+		burn(workRounds)
+	}
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
 	h["Cache-Control"] = []string{"no-cache"}
-	h["Content-Length"] = []string{fmt.Sprint(len(pingBody))}
+	h["Content-Length"] = []string{strconv.Itoa(len(pingBody))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(pingBody)
 }
@@ -182,7 +222,11 @@ func writeFrame(w *bufio.Writer, op byte, payload []byte) error {
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:18065", "address to listen on")
+	work := flag.Duration("work", 0, "CPU time each ping spends (computing hashes) before it answers, e.g. 250us")
 	flag.Parse()
+	if *work > 0 {
+		workRounds = calibrate(*work)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v4/system/ping", ping)
 	mux.HandleFunc("/api/v4/websocket", websocket)
@@ -192,7 +236,7 @@ func main() {
 		log.Fatal(err)
 	}
 	// The harness waits for this line before it sends load.
-	fmt.Printf("listening on %s\n", ln.Addr())
+	fmt.Printf("listening on %s (work per ping: %v, %d hash rounds)\n", ln.Addr(), *work, workRounds)
 	server := &http.Server{Handler: mux, ErrorLog: log.New(io.Discard, "", 0)}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
