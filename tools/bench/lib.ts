@@ -209,7 +209,8 @@ export function fmtMiB(kib: number): string {
 }
 
 export function fmtRatio(r: number): string {
-    return Number.isFinite(r) ? r.toFixed(2) : "-";
+    if (!Number.isFinite(r)) return "-";
+    return r >= 0.1 || r === 0 ? r.toFixed(2) : r.toPrecision(2);
 }
 
 /** A Markdown table (also readable as plain text): first column left-aligned, the others right-aligned. */
