@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { fmtInt, fmtMiB, fmtMs, fmtRatio, fmtSeconds, median, run, table } from "./lib";
+import { fmtInt, fmtMiB, fmtMs, fmtRatio, fmtSeconds, median, run, runMeasured, sleep, table } from "./lib";
 import { PACKAGE_STATES, SHAPES, type HostResult, type HostTiming } from "./hosttime";
 import { PROGRAM_CONFIGS, type ProgramConfig, type ProgramEvalResult } from "./programeval";
 import { benchProxy, nginxVersion, type Measured, type ProxyResult } from "./proxy";
@@ -39,6 +39,8 @@ interface Options {
     connections: number;
     ws: number;
     upstreamWork: number;
+    maxOther: number;
+    retries: number;
     clientCpus: string;
     serverCpus: string;
     basePort: number;
@@ -62,6 +64,8 @@ const HELP = `usage: npm run bench -- [options]
   --threads N --connections N   wrk threads and connections (default 1 and 50)
   --ws N                    websocket connections held through (b) (default 1000)
   --upstream-work US        CPU microseconds per request of the second upstream (rows "with work", default 250)
+  --max-other F --retries N a wrk run during which other processes used more than F of the machine's CPU
+                            is run again, at most N times (default 0.05 and 3)
   --client-cpus L --server-cpus L   taskset CPU lists for the load generators and for nginx + upstream
                             (default on 2 cores: client 1, server 0)
   --base-port P             loopback ports P..P+999 (default 18000)
@@ -81,6 +85,8 @@ function parseArgs(argv: readonly string[]): Options {
         connections: 50,
         ws: 1000,
         upstreamWork: 250,
+        maxOther: 0.05,
+        retries: 3,
         clientCpus: cpus.client,
         serverCpus: cpus.server,
         basePort: 18000,
@@ -130,6 +136,12 @@ function parseArgs(argv: readonly string[]): Options {
                 break;
             case "--upstream-work":
                 o.upstreamWork = numeric(flag, value, 1);
+                break;
+            case "--max-other":
+                o.maxOther = numeric(flag, value, 0);
+                break;
+            case "--retries":
+                o.retries = numeric(flag, value, 0);
                 break;
             case "--client-cpus":
                 o.clientCpus = value;
@@ -221,11 +233,16 @@ export interface ProgramResult {
     readonly transpileOnlyProcessMs: number[];
     /** Evaluations after the first in a process (modules of node_modules loaded, the program reloaded). */
     readonly evaluationMs: number[];
+    /** The most CPU other processes used during a kept process (share of the machine), and how many were run again. */
+    readonly otherCpuShareMax: number;
+    readonly discardedProcesses: number;
 }
 
 async function programSection(o: Options): Promise<ProgramResult[]> {
     const results: ProgramResult[] = [];
     for (const config of PROGRAM_CONFIGS) {
+        let discarded = 0;
+        let maxOther = 0;
         const typeChecked: number[] = [];
         const transpileOnly: number[] = [];
         const evaluations: number[] = [];
@@ -235,10 +252,22 @@ async function programSection(o: Options): Promise<ProgramResult[]> {
                 ["ts-node/register", typeChecked],
                 ["ts-node/register/transpile-only", transpileOnly],
             ] as const) {
-                const r = await run(
-                    [process.execPath, "-r", register, path.join(__dirname, "programeval.ts"), config, String(o.programEvaluations)],
-                    { check: false },
-                );
+                const argv = [
+                    process.execPath,
+                    "-r",
+                    register,
+                    path.join(__dirname, "programeval.ts"),
+                    config,
+                    String(o.programEvaluations),
+                ];
+                let r = await runMeasured(argv);
+                for (let retry = 1; retry <= o.retries && r.otherCpuShare > o.maxOther; retry++) {
+                    log(`program: ${config}: other processes used ${Math.round(r.otherCpuShare * 100)} % of the CPU; again`);
+                    discarded++;
+                    await sleep(retry * 5000);
+                    r = await runMeasured(argv);
+                }
+                maxOther = Math.max(maxOther, r.otherCpuShare);
                 const line = /^RESULT (.*)$/m.exec(r.stdout)?.[1];
                 if (r.code !== 0 || !line) throw new Error(`program evaluation (${config}) failed:\n${r.stderr}\n${r.stdout}`);
                 const res = JSON.parse(line) as ProgramEvalResult;
@@ -254,6 +283,8 @@ async function programSection(o: Options): Promise<ProgramResult[]> {
             typeCheckedProcessMs: typeChecked,
             transpileOnlyProcessMs: transpileOnly,
             evaluationMs: evaluations,
+            otherCpuShareMax: maxOther,
+            discardedProcesses: discarded,
         });
     }
     return results;
@@ -325,9 +356,14 @@ function proxyTables(p: ProxyResult): string {
         }),
     );
     const r = p.ratios;
-    const setup = Object.entries(p.setup)
-        .map(([k, v]) => `- ${k}: ${v}`)
-        .join("\n");
+    const measured = [...p.keepAlive, ...p.handshakes];
+    const other = Math.max(...measured.flatMap((m) => m.rounds.map((x) => x.otherCpuShare)));
+    const discarded = measured.reduce((n, m) => n + m.discarded.length, 0);
+    const setup = [
+        ...Object.entries(p.setup).map(([k, v]) => `- ${k}: ${v}`),
+        `- other processes: at most ${pct(other)} of the machine's CPU during any kept run; ${discarded} run(s) discarded and run again` +
+            (other > 0.05 ? " (WARNING: a disturbed run was kept; compare rows of this run only, or run again on a quiet machine)" : ""),
+    ].join("\n");
     return [
         "Proxy on loopback (medians over the rounds):",
         "",
@@ -378,6 +414,10 @@ function hostTable(h: HostResult): string {
 function programTable(p: ProgramResult[]): string {
     return [
         "Program evaluation under mocks (test/unit/mocks.ts runProgram), medians:",
+        "",
+        `(${p.reduce((n, r) => Math.max(n, r.otherCpuShareMax), 0) > 0.05 ? "WARNING: disturbed by other processes; " : ""}` +
+            `other processes used at most ${Math.round(Math.max(...p.map((r) => r.otherCpuShareMax)) * 100)} % of the CPU during a kept process; ` +
+            `${p.reduce((n, r) => n + r.discardedProcesses, 0)} process(es) discarded and run again)`,
         "",
         table(
             [
@@ -473,6 +513,8 @@ async function main(): Promise<void> {
             serverCpus: o.serverCpus,
             wsConnections: o.ws,
             upstreamWorkUs: o.upstreamWork,
+            maxOtherCpuShare: o.maxOther,
+            retries: o.retries,
             basePort: o.basePort,
             log,
         });

@@ -23,8 +23,9 @@ export function pinned(cpus: string | undefined, argv: readonly string[]): strin
     return cpus ? ["taskset", "-c", cpus, ...argv] : [...argv];
 }
 
-/** Number of CPUs in a taskset list such as "0", "0,1" or "0-3". */
+/** Number of CPUs in a taskset list such as "0", "0,1" or "0-3" (all of them for an empty list). */
 export function cpuCount(list: string): number {
+    if (list === "") return os.cpus().length;
     let n = 0;
     for (const part of list.split(",")) {
         const [a, b] = part.split("-").map(Number);
@@ -136,6 +137,13 @@ export function cpuSeconds(pid: number): number {
     }
 }
 
+/** CPU seconds the whole machine has been busy so far (all CPUs: everything but idle and iowait, from /proc/stat). */
+export function machineBusySeconds(): number {
+    const fields = fs.readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, , , irq, softirq, steal] = fields;
+    return (user + nice + system + irq + softirq + (steal ?? 0)) / CLOCK_TICKS;
+}
+
 /** Resident set size in KiB (VmRSS), 0 when the process is gone. */
 export function rssKiB(pid: number): number {
     try {
@@ -169,6 +177,49 @@ export function childPids(pid: number): number[] {
         }
     }
     return out;
+}
+
+/** POSIX-shell single quotes around one word. */
+export function shQuote(word: string): string {
+    return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+export interface MeasuredRun {
+    readonly code: number;
+    readonly stdout: string;
+    readonly stderr: string;
+    readonly wallSeconds: number;
+    /** CPU seconds of the command and its children. */
+    readonly cpuSeconds: number;
+    /** CPU the rest of the machine used meanwhile, as a share of all CPUs' time. */
+    readonly otherCpuShare: number;
+}
+
+/** Runs argv through bash, whose `times` (printed last) gives the command's own CPU time; `extraCpu` adds known others'. */
+export async function runMeasured(
+    argv: readonly string[],
+    opts: { timeoutMs?: number; extraCpu?: () => number } = {},
+): Promise<MeasuredRun> {
+    const script = `${argv.map(shQuote).join(" ")}; rc=$?; times; exit $rc`;
+    const extraBefore = opts.extraCpu?.() ?? 0;
+    const machineBefore = machineBusySeconds();
+    const t0 = process.hrtime.bigint();
+    const r = await run(["bash", "-c", script], { check: false, timeoutMs: opts.timeoutMs });
+    const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const machine = machineBusySeconds() - machineBefore;
+    const extra = (opts.extraCpu?.() ?? 0) - extraBefore;
+    const times = [...r.stdout.matchAll(/^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/gm)].map(
+        (m) => Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]),
+    );
+    const cpu = times[1] ?? NaN;
+    return {
+        code: r.code,
+        stdout: r.stdout,
+        stderr: r.stderr,
+        wallSeconds,
+        cpuSeconds: cpu,
+        otherCpuShare: Math.max(0, machine - cpu - extra) / (wallSeconds * os.cpus().length),
+    };
 }
 
 // ---------------------------------------------------------------------------

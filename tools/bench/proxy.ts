@@ -22,6 +22,7 @@ import {
     processTitle,
     rssKiB,
     run,
+    runMeasured,
     Service,
     sleep,
     startService,
@@ -47,6 +48,10 @@ export interface ProxyOptions {
     readonly wsConnections: number;
     /** CPU microseconds the second upstream spends per request (the "with real work" pair of rows). */
     readonly upstreamWorkUs: number;
+    /** A run during which other processes used more than this share of the machine's CPU is run again... */
+    readonly maxOtherCpuShare: number;
+    /** ...at most this many times (then kept, and the report warns). */
+    readonly retries: number;
     /** First of the loopback ports used (18000-18999 by default). */
     readonly basePort: number;
     readonly log: (line: string) => void;
@@ -83,12 +88,16 @@ export interface WrkResult {
     readonly clientCpuUsPerRequest: number;
     /** Share of the client CPUs' time wrk used (near 1: the load generator is the limit). */
     readonly clientCpuBusy: number;
+    /** Share of the whole machine's CPU time that other processes used meanwhile (above a few %: a disturbed run). */
+    readonly otherCpuShare: number;
 }
 
 export interface Measured {
     readonly target: TargetKey;
     readonly label: string;
     readonly rounds: WrkResult[];
+    /** Runs thrown away and run again because other processes used the CPUs meanwhile. */
+    readonly discarded: WrkResult[];
     /** Medians over the rounds, field by field. */
     readonly median: WrkResult;
 }
@@ -388,23 +397,15 @@ async function wrk(opts: ProxyOptions, w: WrkRun): Promise<WrkResult> {
         ...(w.script ? ["-s", w.script] : []),
         w.url,
     ];
-    // bash's `times` reports the CPU time of its finished children: wrk's own.
-    const script = `${pinned(opts.clientCpus, args)
-        .map((a) => `'${a.replace(/'/g, `'\\''`)}'`)
-        .join(" ")}; rc=$?; times; exit $rc`;
     const pids = w.serverPids();
-    const before = pids.reduce((s, p) => s + cpuSeconds(p), 0);
-    const t0 = process.hrtime.bigint();
-    const r = await run(["bash", "-c", script], { check: false, timeoutMs: (w.seconds + 60) * 1000 });
-    const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    const after = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+    const serverCpuNow = (): number => pids.reduce((sum, p) => sum + cpuSeconds(p), 0);
+    const before = serverCpuNow();
+    const r = await runMeasured(pinned(opts.clientCpus, args), { timeoutMs: (w.seconds + 60) * 1000, extraCpu: serverCpuNow });
+    const serverCpu = serverCpuNow() - before;
+    const { wallSeconds } = r;
     if (r.code !== 0) throw new Error(`wrk failed (${r.code}): ${r.stderr}\n${r.stdout}`);
     const parsed = parseWrk(r.stdout);
-    const times = [...r.stdout.matchAll(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/g)].map(
-        (m) => Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]),
-    );
-    const clientCpu = times[1] ?? NaN;
-    const serverCpu = after - before;
+    const clientCpu = r.cpuSeconds;
     return {
         requestsPerSecond: parsed.requestsPerSecond,
         requests: parsed.requests,
@@ -416,7 +417,8 @@ async function wrk(opts: ProxyOptions, w: WrkRun): Promise<WrkResult> {
         serverCpuUsPerRequest: (serverCpu / parsed.requests) * 1e6,
         serverCpuBusy: serverCpu / (wallSeconds * cpuCount(opts.serverCpus)),
         clientCpuUsPerRequest: (clientCpu / parsed.requests) * 1e6,
-        clientCpuBusy: clientCpu / (wallSeconds * cpuCount(opts.clientCpus || String(os.cpus().length - 1))),
+        clientCpuBusy: clientCpu / (wallSeconds * cpuCount(opts.clientCpus)),
+        otherCpuShare: r.otherCpuShare,
     };
 }
 
@@ -434,6 +436,7 @@ function medianResult(runs: readonly WrkResult[]): WrkResult {
         serverCpuBusy: m((r) => r.serverCpuBusy),
         clientCpuUsPerRequest: m((r) => r.clientCpuUsPerRequest),
         clientCpuBusy: m((r) => r.clientCpuBusy),
+        otherCpuShare: m((r) => r.otherCpuShare),
     };
 }
 
@@ -446,6 +449,7 @@ async function rounds(
     what: string,
 ): Promise<Measured[]> {
     const runs = new Map<TargetKey, WrkResult[]>(targets.map((t) => [t.key, []]));
+    const discarded = new Map<TargetKey, WrkResult[]>(targets.map((t) => [t.key, []]));
     const wrkRun = (t: Target, seconds: number): WrkRun => ({
         url: t.url,
         seconds,
@@ -460,7 +464,15 @@ async function rounds(
     for (let round = 0; round < opts.rounds; round++) {
         const order = targets.map((_, i) => targets[(i + round) % targets.length]);
         for (const t of order) {
-            const r = await wrk(opts, wrkRun(t, opts.durationSeconds));
+            let r = await wrk(opts, wrkRun(t, opts.durationSeconds));
+            for (let retry = 1; retry <= opts.retries && r.otherCpuShare > opts.maxOtherCpuShare; retry++) {
+                opts.log(
+                    `  round ${round + 1} ${what} ${t.key}: other processes used ${Math.round(r.otherCpuShare * 100)} % of the CPU; again`,
+                );
+                discarded.get(t.key)?.push(r);
+                await sleep(retry * 5000);
+                r = await wrk(opts, wrkRun(t, opts.durationSeconds));
+            }
             opts.log(
                 `  round ${round + 1}/${opts.rounds} ${what} ${t.key}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms` +
                     (r.errors ? `, ${r.errors} errors` : ""),
@@ -470,7 +482,7 @@ async function rounds(
     }
     return targets.map((t) => {
         const rs = runs.get(t.key) ?? [];
-        return { target: t.key, label: t.label, rounds: rs, median: medianResult(rs) };
+        return { target: t.key, label: t.label, rounds: rs, discarded: discarded.get(t.key) ?? [], median: medianResult(rs) };
     });
 }
 
