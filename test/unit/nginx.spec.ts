@@ -183,9 +183,13 @@ describe("nginx site rendering", () => {
                 "proxy_cache_min_uses 2;",
                 "proxy_cache_use_stale timeout;",
                 "proxy_cache_lock on;",
+                "proxy_cache_bypass $mattermost_skip_cache;",
+                "proxy_no_cache $mattermost_skip_cache;",
             ],
             "location /",
         );
+        // Only static assets go through the cache (and its lock); the API and everything else skip it.
+        assertContainsAll(block(site, "map $uri $mattermost_skip_cache"), ["~^/static/ 0;", "default 1;"], "cache map");
         assert.ok(!root.includes("Upgrade") && !ws.includes("proxy_cache"));
     });
 
@@ -401,6 +405,9 @@ describe("nginx site with the installed nginx", function () {
         let httpPort = 0;
         let httpsPort = 0;
         const hits = { ping: 0, static: 0 };
+        /** Requests for /api/v4/users/me the upstream holds until CONCURRENT of them are in flight together. */
+        const CONCURRENT = 6;
+        const held: http.ServerResponse[] = [];
         const pingConnections: number[] = [];
         let lastPingHeaders: http.IncomingHttpHeaders = {};
         let lastPingVersion = "";
@@ -417,6 +424,22 @@ describe("nginx site with the installed nginx", function () {
                     lastPingVersion = req.httpVersion;
                     res.writeHead(200, { "Content-Type": "application/json", "Cache-Control": "no-cache" });
                     res.end('{"status":"OK"}');
+                } else if (req.url === "/api/v4/users/me") {
+                    // Answered only once CONCURRENT of these are here at the same time, else 503 after 3 s: shorter
+                    // than nginx's 5 s proxy_cache_lock_timeout, so requests queued behind a cache lock fail.
+                    held.push(res);
+                    if (held.length >= CONCURRENT) {
+                        for (const r of held.splice(0)) {
+                            r.writeHead(200, { "Content-Type": "application/json", "Cache-Control": "no-cache" });
+                            r.end('{"id":"me"}');
+                        }
+                    } else {
+                        setTimeout(() => {
+                            const i = held.indexOf(res);
+                            if (i >= 0) held.splice(i, 1);
+                            if (!res.headersSent) res.writeHead(503).end();
+                        }, 3000);
+                    }
                 } else if (req.url === "/static/main.js") {
                     hits.static++;
                     res.writeHead(200, { "Content-Type": "text/javascript", "Cache-Control": "max-age=31556926, public" });
@@ -550,6 +573,17 @@ describe("nginx site with the installed nginx", function () {
             const used = new Set(pingConnections.slice(before));
             assert.equal(pingConnections.length - before, 5);
             assert.equal(used.size, 1, `upstream connections used: ${[...used].join(", ")}`);
+        });
+
+        it("lets concurrent identical API requests reach the upstream together (no cache lock on the API)", async () => {
+            const url = `https://${DOMAIN}:${httpsPort}/api/v4/users/me`;
+            const answers = await Promise.all(
+                Array.from({ length: CONCURRENT }, () => https(["-o", "/dev/null", "-w", "%{http_code}", url])),
+            );
+            assert.deepEqual(
+                answers.map((r) => r.stdout),
+                Array<string>(CONCURRENT).fill("200"),
+            );
         });
 
         it("caches static assets after the second request, never uncacheable answers", async () => {
