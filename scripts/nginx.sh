@@ -108,6 +108,18 @@ reload_nginx() {
   changed "${action}ed nginx"
 }
 
+# Debian's nginx.conf allows 768 connections per worker; every open Mattermost client holds a websocket (two
+# connections through the proxy), so a few hundred users exhaust it and nginx silently drops new ones. The
+# descriptor limit goes in a main-context include (16384: raising the soft limit up to systemd's default hard
+# limit needs no privilege); worker_connections lives in nginx.conf's events block.
+export NGINX_LIMITS=$'# Installed by mattermost-deploy: descriptors for many websockets.\nworker_rlimit_nofile 16384;\n'
+install_content NGINX_LIMITS /etc/nginx/modules-enabled/90-mattermost-limits.conf 0644 root:root && reload_needed=1
+if grep -Eq '^[[:space:]]*worker_connections[[:space:]]+768;' /etc/nginx/nginx.conf; then
+  sed -i -E 's/^([[:space:]]*)worker_connections[[:space:]]+768;/\1worker_connections 8192;/' /etc/nginx/nginx.conf
+  changed "nginx worker_connections 768 -> 8192"
+  reload_needed=1
+fi
+
 nginx_version=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
 if dpkg --compare-versions "$nginx_version" ge 1.25.1; then full=SITE_HTTP2_DIRECTIVE; else full=SITE_LEGACY_HTTP2; fi
 

@@ -140,6 +140,9 @@ describe("host: nginx proxy with Let's Encrypt (certbot against pebble)", functi
         const redirect = await curlDomain(host, `http://${DOMAIN}/login`, ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"]);
         assert.equal(redirect.stdout, `301 https://${DOMAIN}/login`);
         assert.equal(await rootSh(host, "systemctl is-enabled certbot.timer"), "enabled");
+        // Room for many websockets: Debian's 768 connections per worker raised, and the workers' descriptor limit.
+        assert.match(await rootSh(host, "nginx -T 2>/dev/null | grep -E '^\\s*worker_connections'"), /worker_connections 8192;/);
+        assert.match(await rootSh(host, "grep 'Max open files' /proc/$(pgrep -n -f '^nginx: worker')/limits"), /Max open files\s+16384\s/);
     });
 
     it("passes websockets through the proxy", async () => {
