@@ -15,6 +15,9 @@ die() {
   exit 1
 }
 
+# Names load_vars set, in order, so a step can hand the same input on (save_vars).
+LOADED_VARS=()
+
 load_vars() {
   local line name value
   while IFS= read -r line || [[ -n "$line" ]]; do
@@ -26,7 +29,20 @@ load_vars() {
     printf -v "$name" '%s' "$value"
     # shellcheck disable=SC2163 # exporting the variable whose name is in $name
     export "$name"
+    LOADED_VARS+=("$name")
   done
+}
+
+# save_vars FILE: write the variables load_vars read back in its input format, root-only, to run the step again later.
+save_vars() {
+  local file=$1 name
+  install -d -m 0700 "$(dirname "$file")"
+  (
+    umask 077
+    for name in "${LOADED_VARS[@]}"; do
+      printf '%s=%s\n' "$name" "$(printf '%s' "${!name}" | base64 -w0)"
+    done >"$file"
+  )
 }
 
 require_vars() {

@@ -26,15 +26,7 @@ stop_retry() {
 # schedule_retry: certbot failed (DNS not pointing here yet, port 80 blocked, a rate limit): keep serving port 80
 # and run this step again every 2 minutes until it succeeds; `pulumi up`'s endpoint check reports why meanwhile.
 schedule_retry() {
-  local name
-  install -d -m 0700 "$(dirname "$retry_vars")"
-  (
-    umask 077
-    for name in PROXY SITE_LEGACY_HTTP2 SITE_HTTP2_DIRECTIVE SITE_HTTP_ONLY CERT_FILE KEY_FILE ACME_WEBROOT CACHE_DIR \
-      CERTBOT DOMAIN CERT_NAME ACME_SERVER LETSENCRYPT_EMAIL ACME_CA_BUNDLE; do
-      printf '%s=%s\n' "$name" "$(printf '%s' "${!name:-}" | base64 -w0)"
-    done >"$retry_vars"
-  )
+  save_vars "$retry_vars"
   if ! systemctl is-active --quiet "$retry_unit.timer"; then
     systemctl reset-failed "$retry_unit.timer" "$retry_unit.service" 2>/dev/null || :
     # shellcheck disable=SC2016 # $0 and $1 are expanded by the inner bash, from the arguments after the script

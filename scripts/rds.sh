@@ -28,6 +28,7 @@ fi
 # libpq reads the password from a root-only file (never a command line or the environment).
 chmod 600 "$passfile"
 printf '%s:%s:*:%s:%s\n' "$DB_HOST" "$DB_PORT" "$DB_USER" "$DB_PASSWORD" >"$passfile"
+# shellcheck disable=SC2153 # SSLMODE is one of the step variables load_vars set
 export PGPASSFILE="$passfile" PGSSLMODE="$SSLMODE" PGSSLROOTCERT="$CA_FILE" PGCONNECT_TIMEOUT=10
 target_psql() { psql -X -q -v ON_ERROR_STOP=1 -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" -d "$DB_NAME" "$@"; }
 

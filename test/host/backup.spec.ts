@@ -1,15 +1,14 @@
 // The daily database dump (the backup step's timer job) on a real host: it writes a pg_dump onto the data volume,
 // root-only, keeps the newest three, and the dump restores into a fresh PostgreSQL cluster with every row intact.
 import { strict as assert } from "node:assert";
-import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { buildServerSteps, DUMP_DIR, RuntimeValueName } from "../../components/steps";
+import { DUMP_DIR } from "../../components/steps";
 import { selfSignedPair } from "../unit/pki";
 import { buildStandinRelease, deploy, serveReleases, STANDIN_CACHE } from "./driver";
-import { DOMAIN, hostSettings, printTimings, rootSh, timed } from "./fixture";
+import { DOMAIN, hostSettings, hostSteps, printTimings, rootSh, runtimeValues, timed } from "./fixture";
 import { ensureBaseImage, startHost, stopAllHosts, TestHost } from "./testhost";
 
 const VERSION = "10.11.4";
@@ -36,15 +35,7 @@ describe("host: the database dump before each snapshot, and its restore", functi
             mattermostSha256: sha,
             mattermostDownloadBaseUrl: releases.baseUrl,
         });
-        const values: Partial<Record<RuntimeValueName, string>> = {
-            dataVolumeId: "vol-0123456789abcdef0",
-            databasePassword: randomBytes(16).toString("hex"),
-            certificateChain: pair.chain,
-            certificateKey: pair.key,
-        };
-        await timed(timings, "deploy", () =>
-            deploy(host, buildServerSteps(settings, { dataDevice: host.diskDevices[0], healthTimeoutSeconds: 90 }), values),
-        );
+        await timed(timings, "deploy", () => deploy(host, hostSteps(host, settings), runtimeValues(pair)));
     });
 
     after(async () => {

@@ -1,16 +1,14 @@
 // HTTPS shape 1, TLS on Mattermost itself, for the self-signed and Let's Encrypt sources (own certificates are
 // covered by install.spec.ts). Real steps over SSH to a systemd host running the stand-in.
 import { strict as assert } from "node:assert";
-import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { buildServerSteps, RuntimeValueName } from "../../components/steps";
 import { DATA_MOUNT, LETSENCRYPT_CACHE } from "../../components/steps/mattermostConfig";
 import { selfSignedPair } from "../unit/pki";
 import { buildStandinRelease, deploy, serveReleases, STANDIN_CACHE } from "./driver";
-import { curlDomain, DOMAIN, hostSettings, printTimings, rootSh, timed } from "./fixture";
+import { curlDomain, DOMAIN, hostSettings, hostSteps, printTimings, rootSh, runtimeValues, timed } from "./fixture";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
 const VERSION = "10.11.4";
@@ -53,15 +51,7 @@ describe("host: direct TLS on Mattermost", function () {
             mattermostSha256: sha,
             mattermostDownloadBaseUrl: releases.baseUrl,
         });
-        const values: Partial<Record<RuntimeValueName, string>> = {
-            dataVolumeId: "vol-0123456789abcdef0",
-            databasePassword: randomBytes(16).toString("hex"),
-            certificateChain: pair.chain,
-            certificateKey: pair.key,
-        };
-        await timed(timings, "deploy direct/self-signed", () =>
-            deploy(host, buildServerSteps(settings, { dataDevice: host.diskDevices[0], healthTimeoutSeconds: 90 }), values),
-        );
+        await timed(timings, "deploy direct/self-signed", () => deploy(host, hostSteps(host, settings), runtimeValues(pair)));
         const ping = await curlDomain(host, `https://${DOMAIN}/api/v4/system/ping`, ["--cacert", certFile]);
         assert.equal(ping.code, 0, ping.stderr);
         assert.match(ping.stdout, /"status":"OK"/);
@@ -89,11 +79,9 @@ describe("host: direct TLS on Mattermost", function () {
             mattermostSha256: sha,
             mattermostDownloadBaseUrl: releases.baseUrl,
         });
-        const steps = buildServerSteps(settings, { dataDevice: host.diskDevices[0], healthTimeoutSeconds: 90 });
+        const steps = hostSteps(host, settings);
         assert.ok(!steps.some((s) => s.name === "certificate"));
-        await timed(timings, "deploy direct/letsencrypt", () =>
-            deploy(host, steps, { dataVolumeId: "vol-0123456789abcdef0", databasePassword: randomBytes(16).toString("hex") }),
-        );
+        await timed(timings, "deploy direct/letsencrypt", () => deploy(host, steps, runtimeValues()));
         assert.equal(await rootSh(host, "systemctl is-active mattermost"), "active");
         const sockets = await rootSh(host, "ss -Hltnp | grep '\"mattermost\"' | awk '{print $4}' | sort");
         assert.match(sockets, /:443$/m);

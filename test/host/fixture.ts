@@ -1,5 +1,6 @@
 // Helpers shared by the host scenarios.
 import { strict as assert } from "node:assert";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import type { LookupFunction } from "node:net";
 
@@ -7,6 +8,7 @@ import { WebSocketClient } from "@mattermost/client";
 import WebSocket from "ws";
 
 import { parseSettings, Settings } from "../../components/settings";
+import { buildServerSteps, RuntimeValueName, Step } from "../../components/steps";
 import type { Pebble } from "./pebble";
 import { run, RunResult, TestHost } from "./testhost";
 
@@ -126,4 +128,18 @@ export function pebbleNginxSettings(pebble: Pebble, issuingRoot: string, release
         mattermostSha256: release.sha256,
         mattermostDownloadBaseUrl: release.baseUrl,
     });
+}
+
+/** The server steps for a test host: its first disk as the data volume, and a shorter health wait than on EC2. */
+export function hostSteps(host: TestHost, settings: Settings): Step[] {
+    return buildServerSteps(settings, { dataDevice: host.diskDevices[0], healthTimeoutSeconds: 90 });
+}
+
+/** Deploy-time values as Pulumi hands them over: a volume id, a fresh database password, and a certificate if given. */
+export function runtimeValues(certificate?: { chain: string; key: string }): Partial<Record<RuntimeValueName, string>> {
+    return {
+        dataVolumeId: "vol-0123456789abcdef0",
+        databasePassword: randomBytes(16).toString("hex"),
+        ...(certificate ? { certificateChain: certificate.chain, certificateKey: certificate.key } : {}),
+    };
 }

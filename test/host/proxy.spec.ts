@@ -7,12 +7,22 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as tls from "node:tls";
 
-import { buildServerSteps, RuntimeValueName } from "../../components/steps";
 import { DATA_MOUNT } from "../../components/steps/mattermostConfig";
 import { issuePair } from "../unit/pki";
 import { artifactPath, Browser } from "./browser";
 import { buildStandinRelease, deploy, serveReleases, STANDIN_CACHE } from "./driver";
-import { curlDomain, DOMAIN, hostSettings, mattermostWebsocket, pebbleNginxSettings, printTimings, rootSh, timed } from "./fixture";
+import {
+    curlDomain,
+    DOMAIN,
+    hostSettings,
+    hostSteps,
+    mattermostWebsocket,
+    pebbleNginxSettings,
+    printTimings,
+    rootSh,
+    runtimeValues,
+    timed,
+} from "./fixture";
 import { Pebble, startPebble } from "./pebble";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
@@ -89,16 +99,10 @@ describe("host: nginx proxy with Let's Encrypt (certbot against pebble)", functi
     let releases: { baseUrl: string; close(): Promise<void> };
     let sha: string;
     let rootCa: string;
-    const values: Partial<Record<RuntimeValueName, string>> = {
-        dataVolumeId: "vol-0123456789abcdef0",
-        databasePassword: randomBytes(16).toString("hex"),
-        certificateChain: own.chain,
-        certificateKey: own.key,
-    };
+    const values = runtimeValues(own);
 
     const nginxSettings = () => pebbleNginxSettings(pebble, rootCa, { sha256: sha, baseUrl: releases.baseUrl });
-    const stepsFor = (settings: ReturnType<typeof hostSettings>) =>
-        buildServerSteps(settings, { dataDevice: host.diskDevices[0], healthTimeoutSeconds: 90 });
+    const stepsFor = (settings: ReturnType<typeof hostSettings>) => hostSteps(host, settings);
 
     before(async () => {
         await ensureBaseImage();

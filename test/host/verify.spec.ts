@@ -4,16 +4,14 @@
 // "internet" (this machine, pebble included) and the server, as a corporate firewall would be.
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
 import { endpointCheckScript } from "../../components/endpoint";
 import { EndpointCheck, JOURNAL_COMMAND, waitForEndpoint } from "../../components/endpointCheck";
-import { buildServerSteps, RuntimeValueName } from "../../components/steps";
 import { buildStandinRelease, deploy, serveReleases, STANDIN_CACHE } from "./driver";
-import { DOMAIN, pebbleNginxSettings, printTimings, rootSh, timed } from "./fixture";
+import { DOMAIN, hostSteps, pebbleNginxSettings, printTimings, runtimeValues, rootSh, timed } from "./fixture";
 import { Pebble, startPebble } from "./pebble";
 import { ensureBaseImage, run, startHost, stopAllHosts, TestHost } from "./testhost";
 
@@ -50,10 +48,7 @@ describe("host: the endpoint check and its diagnosis (nginx + certbot against pe
     let releases: { baseUrl: string; close(): Promise<void> };
     let rootCa: string;
     let check: (timeoutMs: number) => EndpointCheck;
-    const values: Partial<Record<RuntimeValueName, string>> = {
-        dataVolumeId: "vol-0123456789abcdef0",
-        databasePassword: randomBytes(16).toString("hex"),
-    };
+    const values = runtimeValues();
     const diagnoses: string[] = [];
 
     before(async () => {
@@ -75,9 +70,7 @@ describe("host: the endpoint check and its diagnosis (nginx + certbot against pe
         });
         const settings = pebbleNginxSettings(pebble, rootCa, { sha256: sha, baseUrl: releases.baseUrl });
         await blockPort80(host.address);
-        const runs = await timed(timings, "deploy with port 80 blocked", () =>
-            deploy(host, buildServerSteps(settings, { dataDevice: host.diskDevices[0], healthTimeoutSeconds: 90 }), values),
-        );
+        const runs = await timed(timings, "deploy with port 80 blocked", () => deploy(host, hostSteps(host, settings), values));
         const nginx = runs.find((r) => r.step === "nginx");
         assert.match(nginx?.stdout ?? "", /warning: certbot could not get a certificate/);
         assert.ok(

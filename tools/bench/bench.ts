@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { fmtInt, fmtMiB, fmtMs, fmtRatio, fmtSeconds, median, run, runMeasured, sleep, table } from "./lib";
+import { fmtInt, fmtMiB, fmtMs, fmtRatio, fmtSeconds, median, run, runMain, runMeasured, sleep, table } from "./lib";
 import { PACKAGE_STATES, SHAPES, type HostResult, type HostTiming } from "./hosttime";
 import { PROGRAM_CONFIGS, type ProgramConfig, type ProgramEvalResult } from "./programeval";
 import { benchProxy, nginxVersion, type Measured, type ProxyResult } from "./proxy";
@@ -532,12 +532,4 @@ async function main(): Promise<void> {
     console.log(`\nresults: ${o.out}`);
 }
 
-if (require.main === module) {
-    main().then(
-        () => process.exit(0),
-        (e: unknown) => {
-            console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
-            process.exit(1);
-        },
-    );
-}
+if (require.main === module) runMain(main);

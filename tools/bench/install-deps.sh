@@ -9,17 +9,4 @@ packages=(
   debootstrap systemd-container openssh-client iproute2 e2fsprogs curl golang-github-lib-pq-dev pebble
 )
 
-missing=()
-for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
-if ((${#missing[@]} > 0)); then
-  echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-  echo "bench dependencies already installed"
-fi
+exec bash "$(dirname "$0")/../install-missing-packages.sh" "${packages[@]}"

@@ -272,3 +272,14 @@ export function table(header: readonly string[], rows: readonly (readonly string
     const rule = "| " + widths.map((w, i) => (i === 0 ? "-".repeat(w) : "-".repeat(w - 1) + ":")).join(" | ") + " |";
     return [line(header), rule, ...rows.map(line)].join("\n");
 }
+
+/** Runs a command-line entry point: exit 0 when it resolves, 1 with the error's stack when it rejects. */
+export function runMain(main: () => Promise<void>): void {
+    main().then(
+        () => process.exit(0),
+        (e: unknown) => {
+            console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
+            process.exit(1);
+        },
+    );
+}

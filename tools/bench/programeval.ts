@@ -11,6 +11,7 @@ import { performance } from "node:perf_hooks";
 
 import { issuePair } from "../../test/unit/pki";
 import { MINIMAL_CONFIG, runProgram } from "../../test/unit/mocks";
+import { runMain } from "./lib";
 
 export const PROGRAM_CONFIGS = ["default", "largest"] as const;
 export type ProgramConfig = (typeof PROGRAM_CONFIGS)[number];
@@ -68,12 +69,4 @@ async function main(): Promise<void> {
     console.log(`RESULT ${JSON.stringify(result)}`);
 }
 
-if (require.main === module) {
-    main().then(
-        () => process.exit(0),
-        (e: unknown) => {
-            console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
-            process.exit(1);
-        },
-    );
-}
+if (require.main === module) runMain(main);
