@@ -151,14 +151,16 @@ describe("GitHub workflows", function () {
         }
     });
 
-    it("the tools' shell scripts pass shellcheck", () => {
-        const scripts = fs.readdirSync(path.join(ROOT, "tools")).filter((f) => f.endsWith(".sh"));
-        assert.ok(scripts.length > 0);
-        for (const f of scripts) {
-            const r = spawnSync("shellcheck", ["--format=gcc", path.join(ROOT, "tools", f)], { encoding: "utf8" });
-            assert.equal(r.status, 0, `${f}: ${r.stdout}${r.stderr}`);
-        }
-    });
+    for (const dir of ["tools", "tools/bench", "scripts", "test"]) {
+        it(`the shell scripts in ${dir}/ pass shellcheck`, () => {
+            const scripts = fs.readdirSync(path.join(ROOT, dir)).filter((f) => f.endsWith(".sh"));
+            assert.ok(scripts.length > 0);
+            for (const f of scripts) {
+                const r = spawnSync("shellcheck", ["--format=gcc", path.join(ROOT, dir, f)], { encoding: "utf8", cwd: ROOT });
+                assert.equal(r.status, 0, `${f}: ${r.stdout}${r.stderr}`);
+            }
+        });
+    }
 
     describe("negative controls: the checks catch broken workflows", () => {
         const preview = fs.readFileSync(path.join(WORKFLOWS, "preview.yml"), "utf8");
